@@ -1,0 +1,152 @@
+"""The `maild` command: a thin click layer over the library; errors a person can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from maild.config import Config, ConfigError, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), envvar="MAILD_CONFIG",
+        default=None, help="TOML config file (default: $MAILD_CONFIG, else the embedded defaults).",
+    )(f)
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(p, err=True)
+        raise SystemExit(1) from None
+
+
+def _engine(cfg: Config) -> Engine:
+    from maild.store.db import database_url, make_engine, prepare_database
+
+    engine = make_engine(database_url(cfg))
+    try:
+        prepare_database(engine)
+    except Exception as e:
+        raise click.ClickException(str(e)) from None
+    return engine
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=None, default=str))
+
+
+@click.group(help="maild: an email-first help desk. See README.md.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Run the daemon: SMTP receiver, outbox sender.")
+@config_option
+def run(config_path: str | None) -> None:
+    from maild.daemon import serve
+    from maild.logs import configure_logging
+    from maild.store.db import SchemaBehind
+
+    configure_logging()
+    _load(config_path)  # refuse to start on a bad file, listing every problem
+    try:
+        asyncio.run(serve(config_path))
+    except SchemaBehind as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot start: {e}") from None
+
+
+@main.command("check-config", help="Validate the config file; print 'ok' or every problem.")
+@config_option
+def check_config(config_path: str | None) -> None:
+    cfg = _load(config_path)
+    from maild.notify.samples import render_all_templates
+
+    problems = render_all_templates(cfg)
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        raise SystemExit(1)
+    click.echo("ok")
+
+
+@main.group(help="Database schema.")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Bring the database schema to the newest version.")
+@config_option
+def db_upgrade(config_path: str | None) -> None:
+    from maild.store.db import database_url, make_engine, upgrade_database
+
+    cfg = _load(config_path)
+    engine = make_engine(database_url(cfg))
+    upgrade_database(engine)
+    click.echo("database is up to date")
+
+
+@main.group(help="Cases.")
+def case() -> None:
+    pass
+
+
+@case.command("list", help="List cases.")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON list.")
+@click.option("--stage", default=None, help="Only cases in this stage.")
+def case_list(config_path: str | None, as_json: bool, stage: str | None) -> None:
+    from maild.store.models import Case
+    from maild.store.views import case_summary
+
+    cfg = _load(config_path)
+    with Session(_engine(cfg)) as session:
+        q = select(Case).order_by(Case.number)
+        if stage:
+            q = q.where(Case.stage == stage)
+        cases = [case_summary(c) for c in session.scalars(q)]
+    if as_json:
+        _print_json(cases)
+        return
+    for c in cases:
+        click.echo(f"#{c['number']:<6} {c['stage']:<9} {c['queue'] or '-':<12} "
+                   f"{c['requester']['email']:<30} {c['subject']}")
+
+
+@case.command("show", help="Show one case with its posts and history.")
+@config_option
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def case_show(config_path: str | None, number: int, as_json: bool) -> None:
+    from maild.store.models import Case
+    from maild.store.views import case_detail
+
+    cfg = _load(config_path)
+    with Session(_engine(cfg)) as session:
+        c = session.get(Case, number)
+        if c is None:
+            raise click.ClickException(f"no case #{number}")
+        data = case_detail(c)
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"#{data['number']} {data['subject']}")
+    for key in ("stage", "queue", "assignee", "priority", "type", "organization", "created_at"):
+        click.echo(f"  {key}: {data[key]}")
+    click.echo(f"  requester: {data['requester']['name']} <{data['requester']['email']}>")
+    for p in data["posts"]:
+        click.echo(f"\n--- {p['created_at']} {p['author']} ({p['visibility']}, {p['source']})")
+        click.echo(p["body"])

@@ -1,0 +1,339 @@
+"""The one settings schema: TOML in, frozen typed objects out, every problem reported at once.
+
+A person fixing a config file wants the whole list of what is wrong, each with the file, the
+key path and the reason, so validation collects problems instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+FREE_MAIL_DOMAINS = (
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com",
+    "msn.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com", "aol.com",
+    "icloud.com", "me.com", "mac.com", "proton.me", "protonmail.com", "pm.me", "gmx.com",
+    "gmx.de", "gmx.net", "web.de", "t-online.de", "mail.ru", "list.ru", "bk.ru", "inbox.ru",
+    "yandex.ru", "yandex.com", "ya.ru", "rambler.ru", "seznam.cz", "email.cz", "centrum.cz",
+    "post.cz", "volny.cz", "wp.pl", "o2.pl", "interia.pl", "orange.fr", "free.fr", "laposte.net",
+    "libero.it", "zoho.com", "fastmail.com", "tutanota.com", "hey.com", "qq.com", "163.com",
+)
+
+ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.?[^@\s<>\"]*$")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/maild.db"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    hostname: str = "localhost"
+    secret_file: str = "var/secret.key"
+    data_dir: str = "var"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:2525"])
+    max_message_bytes: int = 26_214_400
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    url: str = "maildir://var/outbox"
+    password_file: str | None = None
+    timeout_seconds: float = 30.0
+    max_attempts: int = 12
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    token_file: str | None = None
+    token_command: str | None = None
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    username: str
+    port: int = 993
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    password_file: str | None = None
+    oauth2: OAuth2Config | None = None
+    folder: str = "INBOX"
+    done_folder: str | None = None
+    poll_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    address: str
+    team: str | None = None
+    name: str | None = None
+    imap: ImapConfig | None = None
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    name: str
+    agents: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    email: str
+    name: str = ""
+    role: Literal["agent", "manager"] = "agent"
+
+
+@dataclass(frozen=True)
+class ContactsConfig:
+    types: list[str] = field(default_factory=lambda: ["customer", "partner", "internal"])
+    cc_participants: bool = True
+
+
+@dataclass(frozen=True)
+class OrganizationsConfig:
+    auto_create: bool = True
+    free_mail_domains: list[str] = field(default_factory=lambda: list(FREE_MAIL_DOMAINS))
+
+
+@dataclass(frozen=True)
+class ProtectionConfig:
+    ack_per_hour: int = 5
+    auto_mail_per_day: int = 40
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    trusted_authserv_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    close_requires_manager: bool = False
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    acknowledge: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; `base_dir` is where relative paths start."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    mailboxes: list[MailboxConfig] = field(
+        default_factory=lambda: [MailboxConfig(address="support@localhost", team="support")]
+    )
+    teams: list[TeamConfig] = field(default_factory=lambda: [TeamConfig(name="support")])
+    agents: list[AgentConfig] = field(default_factory=list)
+    contacts: ContactsConfig = field(default_factory=ContactsConfig)
+    organizations: OrganizationsConfig = field(default_factory=OrganizationsConfig)
+    protection: ProtectionConfig = field(default_factory=ProtectionConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    templates_dir: str | None = None
+    base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+    source: str = field(default="<embedded defaults>", metadata={"internal": True})
+
+    def path(self, value: str) -> Path:
+        """A path from the file, made absolute against the file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def mailbox(self, address: str) -> MailboxConfig | None:
+        address = address.lower()
+        for m in self.mailboxes:
+            if m.address.lower() == address:
+                return m
+        return None
+
+    def agent(self, address: str) -> AgentConfig | None:
+        address = address.lower()
+        for a in self.agents:
+            if a.email.lower() == address:
+                return a
+        return None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.server.data_dir)
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; each is "file: key.path: reason"."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- generic TOML -> dataclass validation ------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _convert(value, args[0], path, problems)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {value!r}")
+            return None
+        return _build(tp, value, path, problems)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str and path.endswith("listen"):
+            value = [value]
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+            return None
+        return [_convert(v, item_tp, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        return None
+    if tp in _TYPE_NAMES and not isinstance(value, tp):
+        problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        return None
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{path}: unknown key (known here: {known})")
+            continue
+        kwargs[key] = _convert(value, hints[key], path, problems)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in data:
+            path = f"{prefix}.{name}" if prefix else name
+            problems.append(f"{path}: missing (required)")
+    try:
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+    except TypeError:  # a required key is missing or failed: already in problems
+        return None
+
+
+# --- cross-field checks ------------------------------------------------------------------
+
+def _check_address(value: str | None, path: str, problems: list[str]) -> None:
+    if value is not None and not ADDRESS_RE.match(value):
+        problems.append(f"{path}: {value!r} is not an email address")
+
+
+def _check_references(cfg: Config, problems: list[str]) -> None:
+    team_names = [t.name for t in cfg.teams]
+    agent_emails = [a.email.lower() for a in cfg.agents]
+    for i, t in enumerate(cfg.teams):
+        if team_names.count(t.name) > 1 and team_names.index(t.name) != i:
+            problems.append(f"teams[{i}].name: team {t.name!r} is defined twice")
+        for j, a in enumerate(t.agents):
+            if a.lower() not in agent_emails:
+                problems.append(f"teams[{i}].agents[{j}]: agent {a!r} is not defined in [[agents]]")
+    seen: set[str] = set()
+    for i, a in enumerate(cfg.agents):
+        _check_address(a.email, f"agents[{i}].email", problems)
+        if a.email.lower() in seen:
+            problems.append(f"agents[{i}].email: agent {a.email!r} is defined twice")
+        seen.add(a.email.lower())
+    seen = set()
+    for i, m in enumerate(cfg.mailboxes):
+        _check_address(m.address, f"mailboxes[{i}].address", problems)
+        if m.address and "+" in m.address.split("@")[0]:
+            problems.append(f"mailboxes[{i}].address: {m.address!r} must not contain '+' "
+                            "(it separates reply tokens)")
+        if m.address and m.address.lower() in seen:
+            problems.append(f"mailboxes[{i}].address: {m.address!r} is defined twice")
+        seen.add((m.address or "").lower())
+        if m.team is not None and m.team not in team_names:
+            problems.append(f"mailboxes[{i}].team: team {m.team!r} is not defined in [[teams]]")
+        if m.imap is not None and m.imap.password_file is None and m.imap.oauth2 is None:
+            problems.append(f"mailboxes[{i}].imap: needs password_file or oauth2")
+    if not cfg.mailboxes:
+        problems.append("mailboxes: at least one mailbox is needed")
+    for i, listen in enumerate(cfg.smtp.listen):
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"smtp.listen[{i}]: {listen!r} is not host:port")
+    if cfg.smtp.max_message_bytes <= 0:
+        problems.append("smtp.max_message_bytes: must be positive")
+    scheme = cfg.outbound.url.split("://", 1)[0]
+    if "://" not in cfg.outbound.url or scheme not in ("smtp", "smtp+starttls", "smtps", "maildir"):
+        problems.append(f"outbound.url: {cfg.outbound.url!r} must start with smtp://, smtp+starttls://, "
+                        "smtps:// or maildir://")
+    db = cfg.database.url
+    if not (db.startswith("sqlite:") or db.startswith("postgresql")):
+        problems.append(f"database.url: {db!r} must be a sqlite:/// or postgresql+psycopg:// URL")
+
+
+def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
+    problems: list[str] = []
+    cfg = _build(Config, data, "", problems)
+    if cfg is not None:
+        _check_references(cfg, problems)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return dataclasses.replace(cfg, base_dir=base_dir, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Loads and validates a config file; None means the embedded defaults (paths from cwd)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{p}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{p}: TOML syntax error: {e}"]) from None
+    return parse_config(data, str(p), p.resolve().parent)

@@ -1,0 +1,71 @@
+"""`maild run`: the SMTP receiver, the writer thread and the outbox worker on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import structlog
+
+from maild.config import ConfigError, load_config
+from maild.ingest.receive import Receiver
+from maild.ingest.smtp import start_smtp_servers
+from maild.ingest.writer import IngestWriter
+from maild.notify.outbox import OutboxWorker
+from maild.notify.transport import make_transport
+from maild.runtime import build_runtime
+from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
+
+log = structlog.get_logger("maild.daemon")
+
+
+async def serve(config_path: str | None) -> None:
+    cfg = load_config(config_path)
+    engine = make_engine(database_url(cfg))
+    prepare_database(engine)
+    sessions = make_sessionmaker(engine)
+    rt = build_runtime(cfg)
+    loop = asyncio.get_running_loop()
+
+    writer = IngestWriter(sessions)
+    outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts)
+    writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
+    writer.start()
+    receiver = Receiver(rt, writer)
+    servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
+                                       cfg.smtp.max_message_bytes)
+    outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    stop = asyncio.Event()
+
+    def reload() -> None:
+        try:
+            new_cfg = load_config(config_path)
+            receiver.swap_runtime(build_runtime(new_cfg, rt.clock))
+        except ConfigError as e:
+            log.error("reload refused, running config kept", problems=e.problems)
+            return
+        except OSError as e:
+            log.error("reload refused, running config kept", error=str(e))
+            return
+        log.info("config reloaded", source=new_cfg.source)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info("maild running", listen=cfg.smtp.listen, database=engine.url.render_as_string(),
+             outbound=cfg.outbound.url, mailboxes=[m.address for m in cfg.mailboxes],
+             config=cfg.source, data_dir=str(Path(cfg.data_dir)))
+    await stop.wait()
+
+    log.info("stopping: no new connections, finishing mail in flight")
+    for s in servers:
+        s.close()
+    for s in servers:
+        await s.wait_closed()
+    await asyncio.to_thread(writer.stop)
+    outbox.stop()
+    await outbox_task
+    engine.dispose()
+    log.info("stopped")

@@ -1,0 +1,184 @@
+"""Raw bytes to `InboundMessage`: the one plain object the rest of maild reads a mail through.
+
+mail-parser does the MIME walk and charset decoding; this module only reshapes its answer
+and reads the headers maild decides on (threading, loop and authentication markers).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.message import Message as EmailMessage
+from email.utils import getaddresses
+
+import mailparser
+
+
+class ParseError(Exception):
+    """The bytes cannot be read as a mail; the message goes to quarantine with this reason."""
+
+
+@dataclass(frozen=True)
+class Address:
+    address: str  # lowercased
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class InboundAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    raw: bytes
+    sha256: str
+    message_id: str | None
+    sender: Address | None  # From
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    subject: str
+    text: str
+    html: str | None
+    attachments: list[InboundAttachment]
+    in_reply_to: list[str]
+    references: list[str]
+    headers: dict[str, list[str]] = field(repr=False)  # lowercased name -> decoded values
+    content_type: str = "text/plain"
+    report_type: str | None = None
+    parts: list[EmailMessage] = field(default_factory=list, repr=False)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+MSGID_RE = re.compile(r"<([^<>\s]+)>")
+
+
+def message_ids(value: str | None) -> list[str]:
+    """All `<id>` tokens of a References/In-Reply-To value, in order, without brackets."""
+    if not value:
+        return []
+    found = MSGID_RE.findall(value)
+    if not found and value.strip() and " " not in value.strip():
+        found = [value.strip()]  # some clients omit the brackets
+    return found
+
+
+def _decode_header_value(value: object) -> str:
+    text = str(value)
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # malformed encoded words: keep the text as it came
+        return text
+
+
+def _addresses(values: list[str]) -> list[Address]:
+    out: list[Address] = []
+    for name, addr in getaddresses(values):
+        addr = addr.strip().strip("<>").lower()
+        if "@" not in addr:
+            continue
+        out.append(Address(address=addr, name=_decode_header_value(name).strip().strip('"')))
+    return out
+
+
+_BLOCK_TAGS = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h[1-6]|/blockquote)\b[^>]*>", re.I)
+_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text of an HTML-only mail, for posts and searching; the HTML is kept too."""
+    text = _DROP.sub("", markup)
+    text = _BLOCK_TAGS.sub("\n", text)
+    text = _TAGS.sub("", text)
+    text = html.unescape(text).replace("\xa0", " ")
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def parse_message(raw: bytes) -> InboundMessage:
+    """Reads a mail; raises ParseError with a reason a person can act on."""
+    if not raw.strip():
+        raise ParseError("empty message")
+    try:
+        mp = mailparser.parse_from_bytes(raw)
+    except Exception as e:
+        raise ParseError(f"mail-parser failed: {type(e).__name__}: {e}") from e
+    msg = mp.message
+    if msg is None or len(msg.keys()) == 0:
+        raise ParseError("no header section found")
+
+    headers: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        headers.setdefault(name.lower(), []).append(_decode_header_value(value))
+
+    def raw_values(name: str) -> list[str]:
+        return [str(v) for v in (msg.get_all(name) or [])]
+
+    senders = _addresses(raw_values("From"))
+    subject = _decode_header_value(msg.get("Subject", "") or "")
+    subject = re.sub(r"\s*[\r\n]+\s*", " ", subject).strip()
+
+    text = "\n".join(t for t in mp.text_plain if t).strip("\n")
+    html_parts = [h for h in mp.text_html if h]
+    html_body = "\n".join(html_parts) if html_parts else None
+    if not text and html_body:
+        text = html_to_text(html_body)
+
+    attachments: list[InboundAttachment] = []
+    for a in mp.attachments:
+        payload = a.get("payload") or ""
+        try:
+            data = base64.b64decode(payload) if a.get("binary") else str(payload).encode("utf-8")
+        except (ValueError, TypeError) as e:
+            raise ParseError(f"attachment {a.get('filename')!r} cannot be decoded: {e}") from e
+        disposition = (a.get("content-disposition") or "").lower()
+        content_id = (a.get("content-id") or "").strip().strip("<>") or None
+        filename = _decode_header_value(a.get("filename") or "attachment")
+        attachments.append(InboundAttachment(
+            filename=filename, content_type=a.get("mail_content_type") or "application/octet-stream",
+            data=data, content_id=content_id,
+            inline=disposition.startswith("inline") or (content_id is not None and not disposition),
+        ))
+
+    mid = message_ids(msg.get("Message-ID"))
+    return InboundMessage(
+        raw=raw,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        message_id=mid[0] if mid else None,
+        sender=senders[0] if senders else None,
+        reply_to=_addresses(raw_values("Reply-To")),
+        to=_addresses(raw_values("To")),
+        cc=_addresses(raw_values("Cc")),
+        subject=subject,
+        text=text,
+        html=html_body,
+        attachments=attachments,
+        in_reply_to=message_ids(msg.get("In-Reply-To")),
+        references=message_ids(" ".join(raw_values("References"))),
+        headers=headers,
+        content_type=msg.get_content_type(),
+        report_type=(msg.get_param("report-type") or None) if msg.get_content_type() == "multipart/report"
+        else None,
+        parts=list(msg.walk()),
+    )

@@ -1,0 +1,63 @@
+"""The SMTP receiver: an aiosmtpd handler that answers 250 only after the commit (SPEC §11)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from maild.ingest.receive import Receiver
+from maild.threading.tokens import split_plus_address
+
+log = structlog.get_logger("maild.smtp")
+
+NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
+TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
+
+
+class LongLineSMTP(SMTP):
+    """Real mail has lines past RFC 5321's 1,000 octets (Outlook HTML, unfolded base64);
+    Postfix takes them, and so must a help desk that may not lose a customer's mail."""
+
+    line_length_limit = 1024 * 1024
+
+
+class MaildHandler:
+    def __init__(self, receiver: Receiver):
+        self.receiver = receiver
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        base, _ = split_plus_address(address)
+        if self.receiver.runtime.config.mailbox(base) is None:
+            log.info("recipient refused", rcpt=address, peer=str(session.peer))
+            return NOT_OURS.format(address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail_from = envelope.mail_from
+        result = await self.receiver.receive(raw, mail_from=mail_from if mail_from != "<>" else "",
+                                             recipients=list(envelope.rcpt_tos), via="smtp")
+        if result.stored:
+            return f"250 2.0.0 OK {result.summary}"
+        return TRY_LATER
+
+
+async def start_smtp_servers(receiver: Receiver, listen: list[str], hostname: str,
+                             max_bytes: int) -> list[asyncio.AbstractServer]:
+    loop = asyncio.get_running_loop()
+    handler = MaildHandler(receiver)
+
+    def factory() -> Any:
+        return LongLineSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
+                            enable_SMTPUTF8=True, decode_data=False)
+
+    servers = []
+    for spec in listen:
+        host, _, port = spec.rpartition(":")
+        servers.append(await loop.create_server(factory, host=host.strip("[]"), port=int(port)))
+    return servers

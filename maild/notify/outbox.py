@@ -1,0 +1,85 @@
+"""The outbox worker: sends committed mail, retries temporary failures with backoff, and
+records permanent ones (visible in the CLI). Runs on the daemon's event loop; database and
+network calls run in threads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.notify.transport import DeliveryError, Transport
+from maild.store.outbox import claim_due, mark_failed, mark_sent, next_due_at
+
+log = structlog.get_logger("maild.outbox")
+
+BACKOFF_FIRST = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(hours=1)
+IDLE_POLL_SECONDS = 5.0
+
+
+def backoff(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, … capped at an hour."""
+    return min(BACKOFF_FIRST * (2 ** max(attempts - 1, 0)), BACKOFF_MAX)
+
+
+class OutboxWorker:
+    def __init__(self, sessions: sessionmaker[Session], transport: Transport,
+                 clock: Callable[[], datetime], max_attempts: int):
+        self.sessions = sessions
+        self.transport = transport
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.wake = asyncio.Event()
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                sent = await asyncio.to_thread(self.deliver_due)
+            except Exception as e:  # the database may be briefly away; never die
+                log.error("outbox pass failed", error=str(e))
+                sent = 0
+            if sent:
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=await asyncio.to_thread(self._sleep_for))
+            except TimeoutError:
+                pass
+
+    def _sleep_for(self) -> float:
+        with self.sessions() as session:
+            due = next_due_at(session)
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return max(0.05, min(IDLE_POLL_SECONDS, (due - self.clock()).total_seconds()))
+
+    def deliver_due(self, limit: int = 20) -> int:
+        """One pass: claim due mails, send each, record the result. Returns how many were tried."""
+        with self.sessions() as session, session.begin():
+            claimed = [(r.id, r.mail_from, r.recipient, r.raw, r.attempts, r.message_id)
+                       for r in claim_due(session, self.clock(), limit)]
+        for row_id, mail_from, recipient, raw, attempts, message_id in claimed:
+            try:
+                self.transport.send(mail_from, recipient, raw)
+            except DeliveryError as e:
+                permanent = e.permanent or attempts + 1 >= self.max_attempts
+                retry_at = self.clock() + backoff(attempts + 1)
+                with self.sessions() as session, session.begin():
+                    mark_failed(session, row_id, str(e), permanent=permanent, retry_at=retry_at)
+                log.warning("delivery failed", message_id=message_id, recipient=recipient, error=str(e),
+                            permanent=permanent, attempt=attempts + 1,
+                            retry_at=None if permanent else retry_at.isoformat())
+                continue
+            with self.sessions() as session, session.begin():
+                mark_sent(session, row_id, self.clock())
+            log.info("mail sent", message_id=message_id, recipient=recipient)
+        return len(claimed)

@@ -1,0 +1,96 @@
+"""Delivery of one rendered mail: an SMTP relay or a Maildir (SPEC §2, §3 `[outbound]`).
+
+Errors are sorted into temporary (retry with backoff) and permanent (record and stop), the
+way an MTA sorts 4xx and 5xx.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from maild.config import Config
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    def send(self, mail_from: str, recipient: str, raw: bytes) -> None: ...
+
+
+class MaildirTransport:
+    """Writes each mail into `new/` of a Maildir, so a person can read what would be sent."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        for sub in ("tmp", "new", "cur"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
+        name = f"{time.time_ns()}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
+        tmp = self.root / "tmp" / name
+        head = f"Return-Path: <{mail_from}>\r\nDelivered-To: {recipient}\r\n".encode()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head + raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / "new" / name)
+        except OSError as e:
+            raise DeliveryError(f"maildir {self.root}: {e}", permanent=False) from e
+
+
+class SmtpTransport:
+    def __init__(self, url: str, password: str | None, timeout: float):
+        parts = urlsplit(url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or "127.0.0.1"
+        default_port = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[self.scheme]
+        self.port = parts.port or default_port
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else password
+        self.timeout = timeout
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.scheme == "smtps":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context())
+        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.scheme == "smtp+starttls":
+            client.starttls(context=ssl.create_default_context())
+        return client
+
+    def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
+        try:
+            with self._connect() as client:
+                if self.user:
+                    client.login(self.user, self.password or "")
+                client.sendmail(mail_from, [recipient], raw)
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = next(iter(e.recipients.values()))
+            raise DeliveryError(f"{code} {text.decode(errors='replace')}", permanent=code >= 500) from e
+        except smtplib.SMTPResponseException as e:
+            msg = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
+            raise DeliveryError(f"{e.smtp_code} {msg}", permanent=e.smtp_code >= 500) from e
+        except (OSError, smtplib.SMTPException) as e:
+            raise DeliveryError(f"{self.host}:{self.port}: {type(e).__name__}: {e}", permanent=False) from e
+
+
+def make_transport(cfg: Config) -> Transport:
+    url = cfg.outbound.url
+    if url.startswith("maildir://"):
+        return MaildirTransport(cfg.path(unquote(url[len("maildir://"):])))
+    password = None
+    if cfg.outbound.password_file:
+        password = cfg.path(cfg.outbound.password_file).read_text().strip()
+    return SmtpTransport(url, password, cfg.outbound.timeout_seconds)

@@ -1,0 +1,47 @@
+"""What the pipeline needs besides the database session, built once from a validated config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from maild.config import Config
+from maild.notify.render import TemplateRenderer
+from maild.store.blobs import BlobStore
+from maild.threading.tokens import load_or_create_secret
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    secret: bytes
+    raw_store: BlobStore
+    attachment_store: BlobStore
+    renderer: TemplateRenderer
+    clock: Callable[[], datetime] = utc_now
+
+    @property
+    def mailbox_addresses(self) -> set[str]:
+        return {m.address.lower() for m in self.config.mailboxes}
+
+    @property
+    def agent_addresses(self) -> set[str]:
+        return {a.email.lower() for a in self.config.agents}
+
+
+def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now) -> Runtime:
+    data = config.data_dir
+    templates = config.path(config.templates_dir) if config.templates_dir else None
+    return Runtime(
+        config=config,
+        secret=load_or_create_secret(config.path(config.server.secret_file)),
+        raw_store=BlobStore(data / "raw"),
+        attachment_store=BlobStore(data / "attachments"),
+        renderer=TemplateRenderer(templates),
+        clock=clock,
+    )

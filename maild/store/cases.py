@@ -1,0 +1,87 @@
+"""Case reads and writes the pipeline needs: lookups for matching, history, events. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maild.store.models import (
+    Case,
+    CaseParticipant,
+    Contact,
+    Event,
+    HistoryEntry,
+    Message,
+    OutboxMail,
+)
+
+
+def case_by_message_ids(session: Session, ids: Iterable[str]) -> int | None:
+    """The case of the newest of `ids` that maild stored or sent (In-Reply-To/References)."""
+    ids = [i for i in ids if i]
+    if not ids:
+        return None
+    found: dict[str, int] = {}
+    for mid, number in session.execute(
+        select(Message.message_id, Message.case_number)
+        .where(Message.message_id.in_(ids), Message.case_number.is_not(None))
+    ):
+        found.setdefault(mid, number)
+    for mid, number in session.execute(
+        select(OutboxMail.message_id, OutboxMail.case_number)
+        .where(OutboxMail.message_id.in_(ids), OutboxMail.case_number.is_not(None))
+    ):
+        found.setdefault(mid, number)
+    for mid in reversed(ids):  # References lists oldest first; the last named wins
+        if mid in found:
+            return found[mid]
+    return None
+
+
+def customer_addresses(session: Session, case: Case) -> list[str]:
+    """Requester first, then participants: the customer side of a case."""
+    out = [case.requester.email]
+    for p in case.participants:
+        if p.contact.email not in out:
+            out.append(p.contact.email)
+    return out
+
+
+def add_participant(session: Session, case: Case, contact: Contact) -> bool:
+    if contact.id == case.requester_id or any(p.contact_id == contact.id for p in case.participants):
+        return False
+    case.participants.append(CaseParticipant(contact=contact))
+    return True
+
+
+def record_change(session: Session, case: Case, *, field: str, old: Any, new: Any, actor: str,
+                  via: str, now: datetime, rule: str | None = None) -> None:
+    session.add(HistoryEntry(case_number=case.number, actor=actor, via=via, rule=rule, field=field,
+                             old_value=None if old is None else str(old),
+                             new_value=None if new is None else str(new), created_at=now))
+
+
+def record_event(session: Session, case: Case, kind: str, actor: str, now: datetime,
+                 **data: Any) -> Event:
+    event = Event(case_number=case.number, kind=kind, actor=actor, data=data, created_at=now)
+    session.add(event)
+    return event
+
+
+def stream_message_ids(session: Session, case_number: int, limit: int = 20) -> list[str]:
+    """Message-IDs of a case's stream, oldest first, for References of outbound mail."""
+    rows: list[tuple[datetime, str]] = []
+    rows += [(t, m) for m, t in session.execute(
+        select(Message.message_id, Message.received_at)
+        .where(Message.case_number == case_number, Message.message_id.is_not(None)))]
+    rows += [(t, m) for m, t in session.execute(
+        select(OutboxMail.message_id, OutboxMail.created_at)
+        .where(OutboxMail.case_number == case_number))]
+    ids = [m for _, m in sorted(rows)]
+    if len(ids) > limit:  # keep the root and the most recent, as RFC 5322 suggests
+        ids = ids[:1] + ids[-(limit - 1):]
+    return ids

@@ -1,0 +1,49 @@
+"""Contacts and organizations as mail creates them (SPEC §7). Never commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maild.config import OrganizationsConfig
+from maild.store.models import Contact, Organization, OrganizationDomain
+
+
+def organization_for_domain(session: Session, domain: str) -> Organization | None:
+    return session.scalars(
+        select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == domain.lower())
+    ).first()
+
+
+def ensure_organization(session: Session, domain: str, settings: OrganizationsConfig,
+                        now: datetime) -> Organization | None:
+    """The organization of a mail domain, created unless free-mail or auto-creation is off."""
+    domain = domain.lower().strip(".")
+    org = organization_for_domain(session, domain)
+    if org is not None or not settings.auto_create or not domain:
+        return org
+    if domain in {d.lower() for d in settings.free_mail_domains}:
+        return None
+    org = Organization(name=domain, created_at=now, fields={})
+    org.domains.append(OrganizationDomain(domain=domain))
+    session.add(org)
+    session.flush()
+    return org
+
+
+def ensure_contact(session: Session, address: str, name: str, settings: OrganizationsConfig,
+                   now: datetime) -> Contact:
+    """The contact of an address, created from its first mail and named from its From header."""
+    address = address.lower()
+    contact = session.scalars(select(Contact).where(Contact.email == address)).first()
+    if contact is None:
+        org = ensure_organization(session, address.rpartition("@")[2], settings, now)
+        contact = Contact(email=address, name=name or "", organization=org, created_at=now,
+                          state="active", fields={})
+        session.add(contact)
+        session.flush()
+    elif name and not contact.name:
+        contact.name = name
+    return contact

@@ -1,0 +1,107 @@
+"""Engines and sessions: SQLite tuned for a durable single writer, PostgreSQL via psycopg 3.
+
+Store functions never commit; the session's lifecycle belongs to the edge that owns the
+transaction (the ingest writer, a CLI command).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from maild.config import Config
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url(cfg: Config) -> str:
+    """The configured URL with a relative SQLite path made relative to the config file."""
+    url = make_url(cfg.database.url)
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        path = cfg.path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = url.set(database=str(path))
+    return url.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                                  "check_same_thread": False}, **kwargs)
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE so SAVEPOINTs and writers work.
+
+    pysqlite's own transaction handling breaks SAVEPOINT and upgrades read locks late
+    (SQLITE_BUSY mid-transaction); taking the write lock at BEGIN avoids both.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def upgrade_database(engine: Engine) -> None:
+    """Brings the schema to the newest Alembic revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    acfg = AlembicConfig()
+    acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        acfg.attributes["connection"] = conn
+        command.upgrade(acfg, "head")
+
+
+def schema_is_current(engine: Engine) -> bool:
+    from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    acfg = AlembicConfig()
+    acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(acfg).get_current_head()
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return False
+        return MigrationContext.configure(conn).get_current_revision() == head
+
+
+class SchemaBehind(Exception):
+    """The database has an older schema; a person runs `maild db upgrade` deliberately."""
+
+
+def prepare_database(engine: Engine) -> None:
+    """Creates the schema in an empty database; refuses to run on an outdated one."""
+    with engine.connect() as conn:
+        empty = not inspect(conn).get_table_names()
+    if empty:
+        upgrade_database(engine)
+    elif not schema_is_current(engine):
+        raise SchemaBehind(f"the database at {engine.url.render_as_string()} has an older schema: "
+                           "run 'maild db upgrade' first")

@@ -1,0 +1,88 @@
+"""Reply tokens: `<local>+<token>@<domain>` addresses that name a case and an audience.
+
+A token is the case number, the audience ("c" for the customer side, "a" plus a short key
+of one agent's address) and an 80-bit HMAC of both with the server secret, all in
+lowercase letters and digits so that MTAs that change case cannot break it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+MAC_CHARS = 16  # 16 base32 characters = 80 bits
+AGENT_KEY_CHARS = 6
+TOKEN_RE = re.compile(rf"^(\d+)(c|a[a-z2-7]{{{AGENT_KEY_CHARS}}})([a-z2-7]{{{MAC_CHARS}}})$")
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    case_number: int
+    agent_key: str | None  # None: the customer side
+
+    @property
+    def audience(self) -> str:
+        return "c" if self.agent_key is None else "a" + self.agent_key
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def agent_key(address: str) -> str:
+    return _b32(hashlib.sha256(address.strip().lower().encode()).digest())[:AGENT_KEY_CHARS]
+
+
+def _mac(secret: bytes, case_number: int, audience: str) -> str:
+    digest = hmac.new(secret, f"{case_number}:{audience}".encode(), hashlib.sha256).digest()
+    return _b32(digest)[:MAC_CHARS]
+
+
+def make_token(secret: bytes, case_number: int, agent: str | None = None) -> str:
+    tok = ReplyToken(case_number, agent_key(agent) if agent else None)
+    return f"{case_number}{tok.audience}{_mac(secret, case_number, tok.audience)}"
+
+
+def verify_token(secret: bytes, token: str) -> ReplyToken | None:
+    """The token's case and audience if its HMAC is right, else None (forged or stale)."""
+    m = TOKEN_RE.match(token.lower())
+    if not m:
+        return None
+    number, audience, mac = int(m.group(1)), m.group(2), m.group(3)
+    if not hmac.compare_digest(mac, _mac(secret, number, audience)):
+        return None
+    return ReplyToken(number, None if audience == "c" else audience[1:])
+
+
+def reply_address(mailbox: str, token: str) -> str:
+    local, _, domain = mailbox.partition("@")
+    return f"{local}+{token}@{domain}"
+
+
+def split_plus_address(address: str) -> tuple[str, str | None]:
+    """`local+tag@domain` -> (`local@domain`, `tag`); an address without a tag -> (address, None)."""
+    local, _, domain = address.lower().partition("@")
+    base, plus, tag = local.partition("+")
+    return f"{base}@{domain}", (tag if plus else None)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The HMAC key; created with mode 0600 on first start so tokens survive restarts."""
+    try:
+        data = path.read_bytes().strip()
+        if len(data) >= 32:
+            return data
+        raise ValueError(f"{path}: secret is shorter than 32 bytes")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data + b"\n")
+        return data
