@@ -267,9 +267,12 @@ def _check_address(value: str | None, path: str, problems: list[str]) -> None:
 
 
 def _check_references(cfg: Config, problems: list[str]) -> None:
-    team_names = [t.name for t in cfg.teams]
-    agent_emails = [a.email.lower() for a in cfg.agents]
+    # Items that failed to build are None here; their problems are already listed.
+    team_names = [t.name for t in cfg.teams if t is not None]
+    agent_emails = [a.email.lower() for a in cfg.agents if a is not None]
     for i, t in enumerate(cfg.teams):
+        if t is None:
+            continue
         if team_names.count(t.name) > 1 and team_names.index(t.name) != i:
             problems.append(f"teams[{i}].name: team {t.name!r} is defined twice")
         for j, a in enumerate(t.agents):
@@ -277,12 +280,16 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
                 problems.append(f"teams[{i}].agents[{j}]: agent {a!r} is not defined in [[agents]]")
     seen: set[str] = set()
     for i, a in enumerate(cfg.agents):
+        if a is None:
+            continue
         _check_address(a.email, f"agents[{i}].email", problems)
         if a.email.lower() in seen:
             problems.append(f"agents[{i}].email: agent {a.email!r} is defined twice")
         seen.add(a.email.lower())
     seen = set()
     for i, m in enumerate(cfg.mailboxes):
+        if m is None:
+            continue
         _check_address(m.address, f"mailboxes[{i}].address", problems)
         if m.address and "+" in m.address.split("@")[0]:
             problems.append(f"mailboxes[{i}].address: {m.address!r} must not contain '+' "

@@ -91,19 +91,37 @@ def _decode_header_value(value: object) -> str:
         return text
 
 
+PLAIN_ADDRESS_RE = re.compile(r"^[^\s@<>\"(),;:]+@[^\s@<>\"(),;:]+$")
+ANGLE_ADDRESS_RE = re.compile(r"<([^\s@<>\"]+@[^\s@<>\"]+)>")
+
+
 def _addresses(values: list[str]) -> list[Address]:
+    """Well-formed addresses only: a garbled header must not become a contact or a reply target."""
     out: list[Address] = []
     for name, addr in getaddresses(values):
         addr = addr.strip().strip("<>").lower()
-        if "@" not in addr:
-            continue
-        out.append(Address(address=addr, name=_decode_header_value(name).strip().strip('"')))
+        if PLAIN_ADDRESS_RE.match(addr):
+            out.append(Address(address=addr, name=_decode_header_value(name).strip().strip('"')))
+    if not out:  # a broken header: take the last <local@domain> in it, if any
+        for value in values:
+            found = ANGLE_ADDRESS_RE.findall(value)
+            if found:
+                out.append(Address(address=found[-1].lower()))
     return out
+
+
+def _lines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 _BLOCK_TAGS = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h[1-6]|/blockquote)\b[^>]*>", re.I)
 _DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")
+
+
+def _header_text(value: object) -> str | None:
+    """Header values with raw 8-bit bytes come back as Header objects; we want text."""
+    return None if value is None else str(value)
 
 
 def html_to_text(markup: str) -> str:
@@ -127,6 +145,15 @@ def parse_message(raw: bytes) -> InboundMessage:
     msg = mp.message
     if msg is None or len(msg.keys()) == 0:
         raise ParseError("no header section found")
+    try:
+        return _to_inbound(raw, mp, msg)
+    except ParseError:
+        raise
+    except Exception as e:  # whatever odd bytes do to the stdlib, the mail goes to quarantine
+        raise ParseError(f"cannot read the message: {type(e).__name__}: {e}") from e
+
+
+def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> InboundMessage:
 
     headers: dict[str, list[str]] = {}
     for name, value in msg.items():
@@ -139,8 +166,8 @@ def parse_message(raw: bytes) -> InboundMessage:
     subject = _decode_header_value(msg.get("Subject", "") or "")
     subject = re.sub(r"\s*[\r\n]+\s*", " ", subject).strip()
 
-    text = "\n".join(t for t in mp.text_plain if t).strip("\n")
-    html_parts = [h for h in mp.text_html if h]
+    text = _lines("\n".join(t for t in mp.text_plain if t)).strip("\n")
+    html_parts = [_lines(h) for h in mp.text_html if h]
     html_body = "\n".join(html_parts) if html_parts else None
     if not text and html_body:
         text = html_to_text(html_body)
@@ -161,7 +188,7 @@ def parse_message(raw: bytes) -> InboundMessage:
             inline=disposition.startswith("inline") or (content_id is not None and not disposition),
         ))
 
-    mid = message_ids(msg.get("Message-ID"))
+    mid = message_ids(_header_text(msg.get("Message-ID")))
     return InboundMessage(
         raw=raw,
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -174,7 +201,7 @@ def parse_message(raw: bytes) -> InboundMessage:
         text=text,
         html=html_body,
         attachments=attachments,
-        in_reply_to=message_ids(msg.get("In-Reply-To")),
+        in_reply_to=message_ids(_header_text(msg.get("In-Reply-To"))),
         references=message_ids(" ".join(raw_values("References"))),
         headers=headers,
         content_type=msg.get_content_type(),

@@ -5,6 +5,7 @@ network calls run in threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -50,10 +51,8 @@ class OutboxWorker:
             if sent:
                 continue
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=await asyncio.to_thread(self._sleep_for))
-            except TimeoutError:
-                pass
 
     def _sleep_for(self) -> float:
         with self.sessions() as session:

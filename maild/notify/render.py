@@ -37,7 +37,7 @@ class TemplateRenderer:
         dirs.append(str(builtin_templates_dir()))
         loader = jinja2.FileSystemLoader(dirs)
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": False}
-        self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 - plain text part
+        self._text = jinja2.Environment(autoescape=False, **common)  # the plain-text part
         self._html = jinja2.Environment(autoescape=True, **common)
 
     def render(self, name: str, context: dict[str, Any]) -> RenderedMail:

@@ -80,7 +80,8 @@ class SmtpTransport:
             code, text = next(iter(e.recipients.values()))
             raise DeliveryError(f"{code} {text.decode(errors='replace')}", permanent=code >= 500) from e
         except smtplib.SMTPResponseException as e:
-            msg = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
+            err = e.smtp_error
+            msg = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
             raise DeliveryError(f"{e.smtp_code} {msg}", permanent=e.smtp_code >= 500) from e
         except (OSError, smtplib.SMTPException) as e:
             raise DeliveryError(f"{self.host}:{self.port}: {type(e).__name__}: {e}", permanent=False) from e

@@ -16,8 +16,10 @@ quote. When the cut leaves no new text, `text` is "" and the caller decides what
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from itertools import islice
 
 # Attribution lines that open with a fixed word; matched against one line or up to three
 # lines joined, because Gmail and Thunderbird wrap long attributions in plain text.
@@ -76,7 +78,7 @@ _QUOTE_LINE_RE = re.compile(r"^\s{0,3}>")
 
 _MOBILE_SIGNATURE_RE = re.compile(
     r"^(?:Sent from my \S.{0,60}|(?:Sent from|Get) Outlook for (?:iOS|Android)\b.*"
-    r"|Sent from Mail for Windows\b.*|Sent from Yahoo Mail\b.*|Gesendet von meinem \S.{0,60}"
+    r"|Sent from Mail(?:<[^>]*>)? for Windows\b.*|Sent from Yahoo Mail\b.*|Gesendet von meinem \S.{0,60}"
     r"|Von meinem \S.{0,40} gesendet|Отправлено с \S.{0,60}|Odesláno z \S.{0,60}"
     r"|Envoyé de mon \S.{0,60}|Enviado desde mi \S.{0,60})$",
     re.IGNORECASE,
@@ -142,8 +144,8 @@ def _first_history_block(lines: list[str], end: int) -> int:
         if _ORIGINAL_MESSAGE_RE.match(line) or _is_header_block(lines, i, end):
             return i
         if _UNDERSCORE_RE.match(line):
-            nxt = _next_nonblank(lines, i + 1, end)
-            if nxt is not None and nxt <= i + 2 and _is_header_block(lines, nxt, end):
+            nxt = _next_nonblank(lines, i + 1, min(end, i + 3))
+            if nxt is not None and _is_header_block(lines, nxt, end):
                 return i
     return end
 
@@ -161,10 +163,11 @@ def _first_attribution(lines: list[str], end: int) -> tuple[int, int] | None:
         if _is_quote(lines[i]) or not lines[i].strip():
             continue
         for span in (1, 2, 3):
-            chunk = lines[i : i + span]
-            if len(chunk) < span or i + span > end or any(not x.strip() or _is_quote(x) for x in chunk):
+            if i + span > end or not lines[i + span - 1].strip() or _is_quote(lines[i + span - 1]):
                 break
-            joined = " ".join(x.strip() for x in chunk)
+            if not lines[i + span - 1].rstrip().endswith(":"):
+                continue
+            joined = " ".join(x.strip() for x in lines[i : i + span])
             if len(joined) > 300 or not _ATTRIBUTION_EVIDENCE_RE.search(joined):
                 continue
             if any(r.match(joined) for r in _ATTRIBUTION_RES):
@@ -223,8 +226,8 @@ def _mark_signature(lines: list[str], kinds: list[str], end: int) -> None:
     if last is not None and _MOBILE_SIGNATURE_RE.match(lines[last].strip()):
         start = last
     for pos, i in enumerate(text_idx):
-        after = [lines[j] for j in text_idx[pos + 1 :]]
-        if lines[i] == "-- " or (lines[i].rstrip() == "--" and _short_block(after)):
+        rest = (lines[text_idx[k]] for k in range(pos + 1, len(text_idx)))
+        if lines[i] == "-- " or (lines[i].rstrip() == "--" and _short_block(rest)):
             start = i if start is None else min(start, i)
             break
     if start is None:
@@ -234,8 +237,8 @@ def _mark_signature(lines: list[str], kinds: list[str], end: int) -> None:
             kinds[i] = _SIGNATURE
 
 
-def _short_block(lines: list[str]) -> bool:
-    filled = [x for x in lines if x.strip()]
+def _short_block(lines: Iterator[str]) -> bool:
+    filled = list(islice((x for x in lines if x.strip()), _SHORT_SIGNATURE_LINES + 1))
     return 0 < len(filled) <= _SHORT_SIGNATURE_LINES and all(len(x) <= _SHORT_SIGNATURE_WIDTH for x in filled)
 
 
@@ -318,7 +321,8 @@ class _TextSink:
 
     def value(self) -> str:
         raw = "".join(self._chunks).replace("\xa0", " ")
-        return "\n".join(line.rstrip() for line in raw.split("\n"))
+        # Trailing spaces are layout, except in the "-- " signature delimiter.
+        return "\n".join(line if line == "-- " else line.rstrip() for line in raw.split("\n"))
 
 
 class _HtmlReply(HTMLParser):

@@ -1,0 +1,351 @@
+"""The ingest pipeline against real databases: SQLite and PostgreSQL, every test on both."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from maild.config import AgentConfig, Config, MailboxConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
+from maild.ingest.parse import parse_message
+from maild.ingest.pipeline import Outcome, ingest_message
+from maild.ingest.receive import deliveries_for
+from maild.ingest.writer import IngestWriter, StorageError
+from maild.runtime import Runtime, build_runtime
+from maild.store.db import make_sessionmaker, schema_is_current
+from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, OutboxMail, Post
+from maild.store.outbox import claim_due, mark_failed
+from maild.threading.tokens import make_token, reply_address
+from tests.conftest import load_eml
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def mail(frm: str, subject: str, body: str = "Hello", *, to: str = "support@example.com",
+         msgid: str | None = None, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"From: {frm}", f"To: {to}", f"Subject: {subject}",
+             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
+             "Content-Type: text/plain; charset=utf-8"]
+    if msgid:
+        lines.append(f"Message-ID: <{msgid}>")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+class Desk:
+    """The pipeline with a clock we move, on one database."""
+
+    def __init__(self, engine: Engine, tmp: Path, **overrides: object):
+        cfg = Config(
+            mailboxes=[MailboxConfig("support@example.com", "support"),
+                       MailboxConfig("billing@example.com", "billing")],
+            teams=[TeamConfig("support", ["alice@example.com"]), TeamConfig("billing")],
+            agents=[AgentConfig("alice@example.com", "Alice", "manager")],
+            base_dir=tmp,
+        )
+        cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+        self.now = T0
+        self.rt: Runtime = build_runtime(cfg, clock=lambda: self.now)
+        self.sessions = make_sessionmaker(engine)
+
+    def ingest(self, raw: bytes, rcpts: tuple[str, ...] = ("support@example.com",),
+               mail_from: str | None = "x@client.test") -> Outcome:
+        msg = parse_message(raw)
+        (delivery,) = deliveries_for(self.rt, list(rcpts), mail_from, "smtp")
+        with self.sessions() as s, s.begin():
+            out = ingest_message(s, msg, delivery, self.rt)
+        self.now += timedelta(seconds=1)
+        return out
+
+    def q(self, fn: Callable[[Session], object]) -> object:
+        with self.sessions() as s:
+            return fn(s)
+
+    def case(self, n: int) -> Case:
+        with self.sessions() as s:
+            c = s.get(Case, n)
+            assert c is not None
+            _ = (c.requester, c.organization, c.participants, [p.contact for p in c.participants],
+                 c.posts, [p.attachments for p in c.posts], c.history)
+            return c
+
+    def outbox(self) -> list[OutboxMail]:
+        with self.sessions() as s:
+            return list(s.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+
+
+@pytest.fixture
+def desk(engine: Engine, tmp_path: Path) -> Desk:
+    return Desk(engine, tmp_path)
+
+
+def test_schema_is_at_head(engine: Engine) -> None:
+    assert schema_is_current(engine)
+
+
+def test_new_mail_makes_case_contact_organization_and_acknowledgement(desk: Desk) -> None:
+    out = desk.ingest(mail("Jane Customer <Jane@Acme.test>", "Printer on fire", msgid="m1@acme.test"))
+    assert out.action == "created" and out.matched_by == "new"
+    case = desk.case(out.case_number)
+    assert case.subject == "Printer on fire" and case.queue == "support" and case.stage == "new"
+    assert case.requester.email == "jane@acme.test" and case.requester.name == "Jane Customer"
+    assert case.organization.name == "acme.test"
+    assert [p.body for p in case.posts] == ["Hello"]
+    (ack,) = desk.outbox()
+    assert ack.recipient == "jane@acme.test" and ack.kind == "case_created" and ack.status == "pending"
+    sent = email.message_from_bytes(ack.raw, policy=email.policy.default)
+    assert sent["Subject"] == f"[#{case.number}] Printer on fire"
+    assert sent["In-Reply-To"] == "<m1@acme.test>"
+    assert sent["Auto-Submitted"] == "auto-replied"
+    assert reply_address("support@example.com", make_token(desk.rt.secret, case.number)) in sent["Reply-To"]
+
+
+def test_raw_message_is_kept_by_content_hash(desk: Desk) -> None:
+    raw = mail("jane@acme.test", "Raw", msgid="raw@acme.test")
+    desk.ingest(raw)
+    stored = desk.q(lambda s: s.scalars(select(Message)).one())
+    assert desk.rt.raw_store.get(stored.sha256) == raw
+
+
+def test_free_mail_sender_gets_no_organization(desk: Desk) -> None:
+    case = desk.case(desk.ingest(mail("joe@gmail.com", "Hi")).case_number)
+    assert case.organization is None
+
+
+def test_organization_auto_creation_can_be_turned_off(engine: Engine, tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, organizations=OrganizationsConfig(auto_create=False))
+    assert desk.case(desk.ingest(mail("jane@acme.test", "Hi")).case_number).organization is None
+
+
+def test_organization_with_several_domains_takes_contacts_of_each(desk: Desk) -> None:
+    with desk.sessions() as s, s.begin():
+        org = Organization(name="Acme", created_at=T0, fields={})
+        org.domains += [OrganizationDomain(domain="acme.test"), OrganizationDomain(domain="acme-corp.test")]
+        s.add(org)
+    a = desk.case(desk.ingest(mail("jane@acme.test", "One")).case_number)
+    b = desk.case(desk.ingest(mail("joe@acme-corp.test", "Two")).case_number)
+    assert a.organization.name == b.organization.name == "Acme"
+    assert desk.q(lambda s: s.scalar(select(func.count(Organization.id)))) == 1
+
+
+def test_reply_to_token_address_threads(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer on fire")).case_number
+    token_addr = reply_address("support@example.com", make_token(desk.rt.secret, n))
+    out = desk.ingest(mail("jane@acme.test", "Re: whatever", "Still burning", to=token_addr),
+                      rcpts=(token_addr,))
+    assert (out.action, out.case_number, out.matched_by) == ("threaded", n, "token")
+    assert len(desk.case(n).posts) == 2
+
+
+def test_token_in_cc_header_threads_even_when_envelope_is_plain(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer on fire")).case_number
+    token_addr = reply_address("support@example.com", make_token(desk.rt.secret, n))
+    out = desk.ingest(mail("jane@acme.test", "Fwd", headers={"Cc": token_addr}))
+    assert out.matched_by == "token" and out.case_number == n
+
+
+def test_reply_with_in_reply_to_of_the_acknowledgement_threads(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer on fire")).case_number
+    (ack,) = desk.outbox()
+    out = desk.ingest(mail("jane@acme.test", "other subject", headers={"In-Reply-To": f"<{ack.message_id}>"}))
+    assert (out.case_number, out.matched_by) == (n, "references")
+
+
+def test_references_to_a_stored_customer_message_threads(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer", msgid="first@acme.test")).case_number
+    out = desk.ingest(mail("joe@other.test", "Re: Printer",
+                           headers={"References": "<unknown@x> <first@acme.test>"}))
+    assert (out.case_number, out.matched_by) == (n, "references")
+
+
+def test_subject_tag_threads_only_for_participants(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer on fire")).case_number
+    mine = desk.ingest(mail("jane@acme.test", f"RE: [#{n}] Printer on fire"))
+    assert (mine.case_number, mine.matched_by) == (n, "subject")
+    stranger = desk.ingest(mail("mallory@evil.test", f"[#{n}] let me in"))
+    assert stranger.action == "created" and stranger.case_number != n
+    agent = desk.ingest(mail("alice@example.com", f"[#{n}] note"), mail_from="alice@example.com")
+    assert agent.case_number == n
+
+
+def test_forged_token_opens_a_new_case(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer on fire")).case_number
+    tok = make_token(desk.rt.secret, n)
+    forged = reply_address("support@example.com", tok[:-1] + ("a" if tok[-1] != "a" else "b"))
+    out = desk.ingest(mail("mallory@evil.test", "Re: hello", to=forged), rcpts=(forged,))
+    assert out.action == "created" and out.case_number != n
+
+
+def test_token_of_a_case_that_does_not_exist_is_not_trusted(desk: Desk) -> None:
+    stale = reply_address("support@example.com", make_token(desk.rt.secret, 999))
+    out = desk.ingest(mail("jane@acme.test", "Re: old", to=stale), rcpts=(stale,))
+    assert out.action == "created"
+
+
+def test_same_message_id_is_stored_once(desk: Desk) -> None:
+    raw = mail("jane@acme.test", "Printer on fire", msgid="dup@acme.test")
+    first = desk.ingest(raw)
+    again = desk.ingest(raw)
+    assert again.action == "duplicate" and again.case_number == first.case_number
+    assert desk.q(lambda s: s.scalar(select(func.count(Message.id)))) == 1
+    assert len(desk.outbox()) == 1
+
+
+def test_message_without_message_id_is_deduplicated_by_content(desk: Desk) -> None:
+    raw = mail("jane@acme.test", "No id")
+    desk.ingest(raw)
+    assert desk.ingest(raw).action == "duplicate"
+    assert desk.ingest(mail("jane@acme.test", "No id", "other body")).action == "created"
+
+
+def test_same_message_to_two_mailboxes_lands_in_each(desk: Desk) -> None:
+    raw = mail("jane@acme.test", "To both", msgid="both@acme.test")
+    msg = parse_message(raw)
+    rcpts = ["support@example.com", "billing@example.com"]
+    deliveries = deliveries_for(desk.rt, rcpts, "j@acme.test", "smtp")
+    with desk.sessions() as s, s.begin():
+        outs = [ingest_message(s, msg, d, desk.rt) for d in deliveries]
+    assert [desk.case(o.case_number).queue for o in outs] == ["support", "billing"]
+
+
+def test_cc_addresses_become_participants_and_may_thread_by_tag(desk: Desk) -> None:
+    n = desk.ingest(load_eml("cc-colleagues.eml")).case_number
+    case = desk.case(n)
+    cc = sorted(p.contact.email for p in case.participants)
+    assert len(cc) == 2 and "support@example.com" not in cc
+    out = desk.ingest(mail(cc[0], f"Re: [#{n}] {case.subject}"))
+    assert out.case_number == n and out.matched_by == "subject"
+
+
+def test_customer_reply_reopens_pending_case(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer")).case_number
+    with desk.sessions() as s, s.begin():
+        s.get(Case, n).stage = "pending"
+    desk.ingest(mail("jane@acme.test", f"Re: [#{n}] Printer"))
+    case = desk.case(n)
+    assert case.stage == "open"
+    assert [(h.field, h.old_value, h.new_value) for h in case.history] == [("stage", "pending", "open")]
+
+
+def test_reply_to_closed_case_opens_a_linked_new_case(desk: Desk) -> None:
+    n = desk.ingest(mail("jane@acme.test", "Printer")).case_number
+    with desk.sessions() as s, s.begin():
+        s.get(Case, n).stage = "closed"
+    out = desk.ingest(mail("jane@acme.test", f"Re: [#{n}] Printer"))
+    assert out.action == "created" and out.case_number != n
+    assert desk.case(out.case_number).linked_case == n
+
+
+def test_no_acknowledgement_to_robots(desk: Desk) -> None:
+    robots = [
+        mail("ooo@acme.test", "Out of office", headers={"Auto-Submitted": "auto-replied"}),
+        mail("news@list.test", "Newsletter", headers={"List-Id": "<news.list.test>"}),
+        mail("bulk@acme.test", "Bulk", headers={"Precedence": "bulk"}),
+        mail("noreply@acme.test", "Notification"),
+        mail("jira@acme.test", "Issue", headers={"X-Auto-Response-Suppress": "All"}),
+    ]
+    for raw in robots:
+        assert desk.ingest(raw).action == "created"
+    assert desk.outbox() == []
+    desk.ingest(mail("person@acme.test", "From the empty path"), mail_from="")
+    assert desk.outbox() == []
+
+
+def test_no_acknowledgement_when_dmarc_fails_at_a_trusted_authserv(engine: Engine, tmp_path: Path) -> None:
+    from maild.config import AuthConfig
+
+    desk = Desk(engine, tmp_path, auth=AuthConfig(trusted_authserv_ids=["mx.example.com"]))
+    fail = "mx.example.com; spf=pass smtp.mailfrom=acme.test; dmarc=fail header.from=acme.test"
+    desk.ingest(mail("jane@acme.test", "Spoofed?", headers={"Authentication-Results": fail}))
+    assert desk.outbox() == []
+    untrusted = "mx.evil.test; dmarc=fail header.from=acme.test"
+    desk.ingest(mail("joe@acme.test", "Fine", headers={"Authentication-Results": untrusted}))
+    assert [m.recipient for m in desk.outbox()] == ["joe@acme.test"]
+
+
+def test_acknowledgements_are_rate_limited_per_address(engine: Engine, tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, protection=ProtectionConfig(ack_per_hour=2, auto_mail_per_day=3))
+    for i in range(4):
+        desk.ingest(mail("jane@acme.test", f"Case {i}"))
+    assert len(desk.outbox()) == 2
+    desk.now += timedelta(hours=1, minutes=1)
+    desk.ingest(mail("jane@acme.test", "Later"))
+    desk.ingest(mail("jane@acme.test", "Later again"))
+    assert len(desk.outbox()) == 3  # the daily cap
+    desk.ingest(mail("other@acme.test", "Someone else"))
+    assert len(desk.outbox()) == 4
+
+
+def contact_state(desk: Desk, address: str) -> str:
+    return desk.q(lambda s: s.scalars(select(Contact).where(Contact.email == address)).one().state)
+
+
+def test_bounce_marks_address_and_notes_the_case_without_opening_one(desk: Desk) -> None:
+    n = desk.ingest(mail("gone@acme.test", "Printer")).case_number
+    (ack,) = desk.outbox()
+    bounce = load_eml("bounce-dsn-postfix.eml").replace(b"ack-1@support.example.com", ack.message_id.encode())
+    out = desk.ingest(bounce, mail_from="")
+    assert (out.action, out.case_number) == ("bounce", n)
+    assert desk.q(lambda s: s.scalar(select(func.count(Case.number)))) == 1
+    assert contact_state(desk, "gone@acme.test") == "bouncing"
+    note = desk.case(n).posts[-1]
+    assert note.visibility == "internal" and "gone@acme.test" in note.body
+    # writing again clears the mark: the address works after all
+    desk.ingest(mail("gone@acme.test", "Another"))
+    assert contact_state(desk, "gone@acme.test") == "active"
+    assert len(desk.outbox()) == 2
+
+
+def test_attachments_are_stored_by_hash_with_safe_names(desk: Desk) -> None:
+    case = desk.case(desk.ingest(load_eml("attachments-non-ascii-names.eml")).case_number)
+    atts = case.posts[0].attachments
+    assert atts and all(desk.rt.attachment_store.get(a.sha256) for a in atts)
+    assert all("/" not in a.filename for a in atts)
+
+
+def test_outbox_claims_are_leased_and_failures_recorded(desk: Desk) -> None:
+    desk.ingest(mail("jane@acme.test", "Printer"))
+    with desk.sessions() as s, s.begin():
+        (row,) = claim_due(s, T0 + timedelta(seconds=5))
+        row_id = row.id
+    with desk.sessions() as s, s.begin():
+        assert claim_due(s, T0 + timedelta(seconds=6)) == []  # leased
+        mark_failed(s, row_id, "550 no such user", permanent=True, retry_at=T0)
+    (row,) = desk.outbox()
+    assert (row.status, row.attempts, row.last_error) == ("failed", 1, "550 no such user")
+
+
+def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Desk, engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        ddl = ["CREATE TRIGGER fail_cases BEFORE INSERT ON cases "
+               "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"]
+    else:
+        ddl = ["CREATE FUNCTION fail_cases() RETURNS trigger AS "
+               "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$ LANGUAGE plpgsql",
+               "CREATE TRIGGER fail_cases BEFORE INSERT ON cases FOR EACH ROW EXECUTE FUNCTION fail_cases()"]
+    desk.ingest(mail("early@acme.test", "Before the failure"))
+    with engine.begin() as conn:
+        for stmt in ddl:
+            conn.execute(text(stmt))
+    writer = IngestWriter(desk.sessions)
+    writer.start()
+    msg = parse_message(mail("jane@acme.test", "Printer"))
+    (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "jane@acme.test", "smtp")
+    threaded = parse_message(mail("early@acme.test", "Re: [#1] Before the failure"))
+    ok = writer.submit(lambda s: ingest_message(s, threaded, delivery, desk.rt))
+    bad = writer.submit(lambda s: ingest_message(s, msg, delivery, desk.rt))
+    writer.stop()
+    with pytest.raises(StorageError, match="disk on fire"):
+        bad.result()
+    assert ok.result().action == "threaded"  # the other mail of the batch is stored
+    assert desk.q(lambda s: s.scalar(select(func.count(Message.id)))) == 2
+    jane = select(func.count(Contact.id)).where(Contact.email == "jane@acme.test")
+    assert desk.q(lambda s: s.scalar(jane)) == 0
+    assert desk.q(lambda s: s.scalar(select(func.count(Post.id)))) == 2

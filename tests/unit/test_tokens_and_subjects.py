@@ -1,0 +1,67 @@
+"""Reply tokens and subject tags: what threading trusts."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from maild.threading.subject import case_tag_number, strip_prefixes, tagged_subject
+from maild.threading.tokens import (
+    load_or_create_secret,
+    make_token,
+    reply_address,
+    split_plus_address,
+    verify_token,
+)
+
+SECRET = b"0" * 64
+
+
+def test_token_round_trip_for_customer_and_agent() -> None:
+    tok = make_token(SECRET, 42)
+    assert tok == tok.lower() and tok.isalnum()
+    assert verify_token(SECRET, tok).case_number == 42
+    assert verify_token(SECRET, tok).agent_key is None
+    agent_tok = make_token(SECRET, 42, "alice@example.com")
+    assert verify_token(SECRET, agent_tok).agent_key is not None
+    assert agent_tok != make_token(SECRET, 42, "bob@example.com")
+
+
+def test_token_survives_an_mta_that_uppercases_addresses() -> None:
+    assert verify_token(SECRET, make_token(SECRET, 7).upper()).case_number == 7
+
+
+def test_forged_tokens_are_refused() -> None:
+    tok = make_token(SECRET, 42)
+    assert verify_token(b"1" * 64, tok) is None  # another server's secret
+    assert verify_token(SECRET, tok[:-1] + ("a" if tok[-1] != "a" else "b")) is None
+    assert verify_token(SECRET, "43" + tok[2:]) is None  # another case number, same MAC
+    assert verify_token(SECRET, "") is None
+    assert verify_token(SECRET, "hello") is None
+
+
+def test_mac_has_at_least_64_bits() -> None:
+    tok = make_token(SECRET, 1)
+    assert len(tok) - len("1c") >= 13  # base32: 5 bits a character
+
+
+def test_plus_addresses() -> None:
+    assert reply_address("support@example.com", "abc") == "support+abc@example.com"
+    assert split_plus_address("Support+ABC@Example.com") == ("support@example.com", "abc")
+    assert split_plus_address("support@example.com") == ("support@example.com", None)
+
+
+def test_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "secret.key"
+    first = load_or_create_secret(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_or_create_secret(path) == first
+
+
+def test_subject_tags() -> None:
+    assert case_tag_number("RE: [#42] Printer on fire") == 42
+    assert case_tag_number("Printer #42 on fire") is None
+    assert strip_prefixes("Re: AW: Fwd: Hello") == "Hello"
+    assert strip_prefixes("Отв: Принтер") == "Принтер"
+    assert tagged_subject(42, "RE: [#42] Printer on fire") == "[#42] Printer on fire"
