@@ -7,8 +7,8 @@ that new text. Mail clients mark history in a few recognisable ways: an attribut
 From/Sent/To header block, ">" quoting, and in HTML a <blockquote> or a client-specific
 wrapper. Signatures are the "-- " delimiter or a mobile client's one-line tag.
 
-Guarantees: a pure function of its input; nothing of the message is lost (every line ends
-up in `text`, `quoted` or `signature`, apart from blank lines at their edges); a message
+Guarantees: a pure function of its input; nothing of the body read is lost (each of its
+lines ends up in `text`, `quoted` or `signature`, apart from blank lines); a message
 without any quote marker keeps all its text; a forwarded message is content, never a
 quote. When the cut leaves no new text, `text` is "" and the caller decides what to do.
 """
@@ -91,7 +91,7 @@ _TEXT, _QUOTE, _SIGNATURE = "text", "quote", "signature"
 
 @dataclass(frozen=True)
 class ExtractedReply:
-    text: str  # the new text, stripped of trailing blank lines
+    text: str  # the new text, without blank lines at either end
     quoted: str  # what was cut as quoted history ("" if none)
     signature: str  # what was cut as signature ("" if none)
 
@@ -366,6 +366,8 @@ class _HtmlReply(HTMLParser):
             sink.end_line()
             if tag == "li":
                 sink.text("- ", pre=True)
+        elif tag in ("td", "th"):
+            sink.text(" ", pre=False)  # cells of a row side by side
         if tag == "pre":
             self._pre += 1
 
