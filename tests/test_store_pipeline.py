@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, Config, MailboxConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
@@ -24,6 +24,7 @@ from maild.store.models import Case, Contact, Message, Organization, Organizatio
 from maild.store.outbox import claim_due, mark_failed
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
+from tests.support.faults import break_inserts
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -323,17 +324,8 @@ def test_outbox_claims_are_leased_and_failures_recorded(desk: Desk) -> None:
 
 
 def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Desk, engine: Engine) -> None:
-    if engine.dialect.name == "sqlite":
-        ddl = ["CREATE TRIGGER fail_cases BEFORE INSERT ON cases "
-               "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"]
-    else:
-        ddl = ["CREATE FUNCTION fail_cases() RETURNS trigger AS "
-               "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$ LANGUAGE plpgsql",
-               "CREATE TRIGGER fail_cases BEFORE INSERT ON cases FOR EACH ROW EXECUTE FUNCTION fail_cases()"]
     desk.ingest(mail("early@acme.test", "Before the failure"))
-    with engine.begin() as conn:
-        for stmt in ddl:
-            conn.execute(text(stmt))
+    break_inserts(engine, "cases", "disk on fire")
     writer = IngestWriter(desk.sessions)
     writer.start()
     msg = parse_message(mail("jane@acme.test", "Printer"))

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.support.daemon import Daemon
+from tests.support.faults import break_inserts, mend_inserts
 from tests.support.sink import Caught, Sink
 
 TOKEN_ADDR_RE = re.compile(r"support\+[a-z0-9]+@example\.com")
@@ -152,15 +153,7 @@ def test_storage_failure_answers_451_and_stores_nothing(database: Database, sink
     d.start()
     try:
         engine = make_engine(database.url)
-        if engine.dialect.name == "sqlite":
-            ddl = ["CREATE TRIGGER fail_posts BEFORE INSERT ON posts BEGIN SELECT RAISE(ABORT, 'disk full'); END"]
-        else:
-            ddl = ["CREATE FUNCTION fail_posts() RETURNS trigger AS "
-                   "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql",
-                   "CREATE TRIGGER fail_posts BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION fail_posts()"]
-        with engine.begin() as conn:
-            for stmt in ddl:
-                conn.execute(text(stmt))
+        break_inserts(engine, "posts", "disk full")
         with pytest.raises(smtplib.SMTPDataError) as e:
             d.send(mail("jane@acme.test", "support@example.com", "Printer", "fire"), "jane@acme.test",
                    ["support@example.com"])
@@ -169,8 +162,7 @@ def test_storage_failure_answers_451_and_stores_nothing(database: Database, sink
         with engine.connect() as conn:
             assert conn.execute(text("select count(*) from contacts")).scalar() == 0
             assert conn.execute(text("select count(*) from outbox")).scalar() == 0
-        with engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER fail_posts" + ("" if engine.dialect.name == "sqlite" else " ON posts")))
+        mend_inserts(engine, "posts")
         engine.dispose()
         # the sender retries, as MTAs do after 451, and now it lands
         d.send(mail("jane@acme.test", "support@example.com", "Printer", "fire"), "jane@acme.test",
@@ -185,10 +177,12 @@ def test_sigterm_stops_cleanly_and_restart_keeps_numbering(database: Database, s
                                                            tmp_path: Path) -> None:
     d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}")
     d.start()
-    d.send(mail("jane@acme.test", "support@example.com", "One", "1"), "jane@acme.test", ["support@example.com"])
+    d.send(mail("jane@acme.test", "support@example.com", "One", "1"), "jane@acme.test",
+           ["support@example.com"])
     assert d.stop() == 0
     d.start()
-    d.send(mail("jane@acme.test", "support@example.com", "Two", "2"), "jane@acme.test", ["support@example.com"])
+    d.send(mail("jane@acme.test", "support@example.com", "Two", "2"), "jane@acme.test",
+           ["support@example.com"])
     assert [c["subject"] for c in d.cases()] == ["One", "Two"]
     assert len(ack_to(sink, "jane@acme.test", count=2)) == 2
     assert d.stop() == 0
