@@ -51,6 +51,7 @@ class SmtpConfig:
 class OutboundConfig:
     url: str = "maildir://var/outbox"
     password_file: str | None = None
+    ca_file: str | None = None  # PEM bundle to trust for the relay's TLS instead of the system's
     timeout_seconds: float = 30.0
     max_attempts: int = 12
 

@@ -51,7 +51,7 @@ class MaildirTransport:
 
 
 class SmtpTransport:
-    def __init__(self, url: str, password: str | None, timeout: float):
+    def __init__(self, url: str, password: str | None, timeout: float, ca_file: Path | None = None):
         parts = urlsplit(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or "127.0.0.1"
@@ -60,14 +60,18 @@ class SmtpTransport:
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else password
         self.timeout = timeout
+        self.ca_file = ca_file
+
+    def _tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def _connect(self) -> smtplib.SMTP:
         if self.scheme == "smtps":
             return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                    context=ssl.create_default_context())
+                                    context=self._tls())
         client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         if self.scheme == "smtp+starttls":
-            client.starttls(context=ssl.create_default_context())
+            client.starttls(context=self._tls())
         return client
 
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
@@ -94,4 +98,5 @@ def make_transport(cfg: Config) -> Transport:
     password = None
     if cfg.outbound.password_file:
         password = cfg.path(cfg.outbound.password_file).read_text().strip()
-    return SmtpTransport(url, password, cfg.outbound.timeout_seconds)
+    ca_file = cfg.path(cfg.outbound.ca_file) if cfg.outbound.ca_file else None
+    return SmtpTransport(url, password, cfg.outbound.timeout_seconds, ca_file)

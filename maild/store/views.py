@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from maild.store.models import Case, Contact, Organization
+from maild.store.models import Case, Contact, Organization, OutboxMail
 
 
 def _time(value: datetime | None) -> str | None:
@@ -69,3 +69,10 @@ def case_detail(c: Case) -> dict[str, Any]:
         "rule": h.rule, "at": _time(h.created_at),
     } for h in c.history]
     return data
+
+
+def outbox_data(m: OutboxMail) -> dict[str, Any]:
+    return {"id": m.id, "case": m.case_number, "kind": m.kind, "recipient": m.recipient,
+            "message_id": m.message_id, "status": m.status, "attempts": m.attempts,
+            "last_error": m.last_error, "created_at": _time(m.created_at), "sent_at": _time(m.sent_at),
+            "next_attempt_at": _time(m.next_attempt_at) if m.status == "pending" else None}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -33,13 +35,16 @@ class Caught:
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, **smtp_options: Any) -> None:
+        """`ssl_context`: implicit TLS (smtps); `smtp_options` go to aiosmtpd's SMTP (e.g.
+        tls_context for STARTTLS, authenticator)."""
         self.port = free_port()
         self.caught: list[Caught] = []
         self.lock = threading.Lock()
         # Answers for the next DATA commands, e.g. ["451 4.3.0 try later"]; empty: 250.
         self.answers: list[str] = []
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, ssl_context=ssl_context,
+                                     **smtp_options)
 
     def start(self) -> None:
         self.controller.start()

@@ -1,0 +1,139 @@
+"""The `maild` command as an admin uses it: exit codes, messages, JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Database
+from tests.support.daemon import Daemon, write_config
+from tests.support.sink import Sink, free_port
+
+CASE_FIELDS = {"number", "subject", "stage", "queue", "assignee", "priority", "type", "tags", "organization",
+               "requester", "participants", "followers"}
+POST_FIELDS = {"visibility", "author", "source", "body", "attachments", "message_id", "created_at"}
+
+
+def maild(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "maild", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_config_ok_and_every_problem(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, db_url=f"sqlite:///{tmp_path}/m.db", outbound_url="smtp://127.0.0.1:2526",
+                       smtp_port=2525)
+    ok = maild("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "ok")
+    cfg.write_text(cfg.read_text().replace('team = "billing"', 'team = "nosuchteam"')
+                   .replace("max_message_bytes = 2000000", 'max_message_bytes = "lots"'))
+    bad = maild("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert bad.returncode == 1
+    assert f"{cfg}: mailboxes[1].team: team 'nosuchteam' is not defined in [[teams]]" in bad.stderr
+    assert f"{cfg}: smtp.max_message_bytes: expected an integer, got 'lots'" in bad.stderr
+
+
+def test_check_config_reports_a_broken_template_with_its_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, db_url=f"sqlite:///{tmp_path}/m.db", outbound_url="smtp://127.0.0.1:2526",
+                       smtp_port=2525)
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "case_created.j2").write_text('{% extends "layout.j2" %}\n{% block text %}\n{{ case.number }\n'
+                                                      "{% endblock %}\n")
+    cfg.write_text('templates_dir = "tpl"\n' + cfg.read_text())
+    r = maild("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 1 and "case_created.j2:3: template syntax error" in r.stderr
+
+
+def test_run_refuses_a_bad_config_and_starts_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, db_url=f"sqlite:///{tmp_path}/m.db", outbound_url="smtp://127.0.0.1:2526",
+                       smtp_port=port, extra='\n[smtp2]\nx = 1\n')
+    r = maild("run", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 1 and "smtp2: unknown key" in r.stderr
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_db_upgrade_is_idempotent(database: Database, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, db_url=database.url, outbound_url="smtp://127.0.0.1:2526", smtp_port=2525)
+    for _ in range(2):
+        r = maild("db", "upgrade", "--config", str(cfg), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+
+
+def test_case_json_has_the_fields_of_the_spec(database: Database, sink: Sink, tmp_path: Path) -> None:
+    d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}")
+    d.start()
+    try:
+        raw = (b"From: Jane <jane@acme.test>\r\nTo: support@example.com\r\nCc: Joe <joe@acme.test>\r\n"
+               b"Subject: Printer\r\nMessage-ID: <p1@acme.test>\r\n\r\nIt burns.\r\n")
+        d.send(raw, "jane@acme.test", ["support@example.com"])
+        listed = d.cases()
+        assert CASE_FIELDS <= set(listed[0]) and "posts" not in listed[0]
+        shown = d.case(listed[0]["number"])
+        assert CASE_FIELDS | {"posts", "history"} <= set(shown)
+        (post,) = shown["posts"]
+        assert POST_FIELDS <= set(post)
+        expected = {"visibility": "public", "author": "jane@acme.test", "source": "email", "body": "It burns.",
+                    "attachments": [], "message_id": "p1@acme.test"}
+        assert {k: post[k] for k in expected} == expected
+        assert shown["participants"] == [{"email": "joe@acme.test", "name": "Joe"}]
+        missing = d.cli("case", "show", "999", "--json", check=False)
+        assert missing.returncode != 0 and "no case #999" in missing.stderr
+        assert sink.wait_for(lambda c: "jane@acme.test" in c.rcpt_tos)
+        time.sleep(0.3)
+        (sent,) = d.cli_json("outbox", "list")
+        assert sent["status"] == "sent" and sent["recipient"] == "jane@acme.test"
+        text = d.cli("case", "show", str(listed[0]["number"])).stdout
+        assert "It burns." in text and "Jane <jane@acme.test>" in text
+    finally:
+        d.stop()
+
+
+def test_failed_delivery_is_visible_in_the_cli(database: Database, sink: Sink, tmp_path: Path) -> None:
+    sink.answers = ["550 5.1.1 mailbox unavailable"]
+    d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}")
+    d.start()
+    try:
+        d.send(b"From: jane@acme.test\r\nTo: support@example.com\r\nSubject: x\r\n\r\nx\r\n", "jane@acme.test",
+               ["support@example.com"])
+        deadline = time.monotonic() + 10
+        failed: list[dict] = []
+        while not failed and time.monotonic() < deadline:
+            failed = d.cli_json("outbox", "list", "--status", "failed")
+            time.sleep(0.2)
+        assert failed and "550 5.1.1 mailbox unavailable" in failed[0]["last_error"]
+    finally:
+        d.stop()
+
+
+def test_embedded_defaults_put_the_acknowledgement_into_var_outbox(tmp_path: Path) -> None:
+    """What the README tells a newcomer to try after `make run`."""
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 2525)) == 0:
+            pytest.fail("port 2525 is taken: stop the maild you are running to run this test")
+    d = Daemon(tmp_path, None, 2525)
+    d.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", 2525) as s:
+            s.sendmail("me@example.org", ["support@localhost"],
+                       b"From: me@example.org\r\nTo: support@localhost\r\nSubject: Hello maild\r\n\r\nHi!\r\n")
+        deadline = time.monotonic() + 10
+        files: list[Path] = []
+        while not files and time.monotonic() < deadline:
+            files = list((tmp_path / "var" / "outbox" / "new").glob("*"))
+            time.sleep(0.1)
+        assert len(files) == 1 and b"Subject: [#1] Hello maild" in files[0].read_bytes()
+        assert (tmp_path / "var" / "maild.db").exists()
+        assert (tmp_path / "var" / "secret.key").stat().st_mode & 0o777 == 0o600
+        listed = json.loads(maild("case", "list", "--json", cwd=tmp_path).stdout)
+        assert [c["subject"] for c in listed] == ["Hello maild"]
+    finally:
+        assert d.stop() == 0

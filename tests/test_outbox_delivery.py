@@ -1,0 +1,161 @@
+"""The outbox worker against real SMTP servers (plain, STARTTLS, implicit TLS) and a Maildir,
+with the database of each kind and a clock the test moves."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trustme
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import Engine, select
+
+from maild.notify.outbox import OutboxWorker, backoff
+from maild.notify.transport import MaildirTransport, SmtpTransport, Transport
+from maild.store.db import make_sessionmaker
+from maild.store.models import OutboxMail
+from maild.store.outbox import enqueue_mail
+from tests.support.sink import Sink, free_port
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+RAW = b"From: support@example.com\r\nTo: jane@acme.test\r\nSubject: [#1] Hi\r\n\r\nHello\r\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def queue_one(engine: Engine, recipient: str = "jane@acme.test") -> None:
+    with make_sessionmaker(engine)() as s, s.begin():
+        enqueue_mail(s, case_number=None, message_id=f"m-{recipient}@support.example.com", kind="case_created",
+                     mail_from="support@example.com", recipient=recipient, raw=RAW, automatic=True, now=T0)
+
+
+def rows(engine: Engine) -> list[OutboxMail]:
+    with make_sessionmaker(engine)() as s:
+        return list(s.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+
+
+def worker(engine: Engine, transport: Transport, clock: Clock, max_attempts: int = 5) -> OutboxWorker:
+    return OutboxWorker(make_sessionmaker(engine), transport, clock, max_attempts)
+
+
+def test_delivers_over_smtp_and_marks_sent(engine: Engine, sink: Sink, clock: Clock) -> None:
+    queue_one(engine)
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    assert w.deliver_due() == 1
+    (caught,) = sink.caught
+    assert caught.rcpt_tos == ["jane@acme.test"] and caught.mail_from == "support@example.com"
+    assert caught.raw.rstrip(b"\r\n") == RAW.rstrip(b"\r\n")
+    (row,) = rows(engine)
+    assert row.status == "sent" and row.sent_at == T0 and row.attempts == 1
+    assert w.deliver_due() == 0  # nothing twice
+
+
+def test_temporary_failure_is_retried_with_backoff(engine: Engine, sink: Sink, clock: Clock) -> None:
+    queue_one(engine)
+    sink.answers = ["451 4.3.0 greylisted, try later"]
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    w.deliver_due()
+    (row,) = rows(engine)
+    assert (row.status, row.attempts) == ("pending", 1) and "greylisted" in row.last_error
+    assert row.next_attempt_at == T0 + backoff(1)
+    clock.now = T0 + backoff(1) - timedelta(seconds=1)
+    assert w.deliver_due() == 0  # not yet due
+    clock.now = T0 + backoff(1)
+    assert w.deliver_due() == 1
+    assert rows(engine)[0].status == "sent" and len(sink.caught) == 1
+
+
+def test_permanent_failure_is_recorded_not_retried(engine: Engine, sink: Sink, clock: Clock) -> None:
+    queue_one(engine)
+    sink.answers = ["550 5.1.1 no such user"]
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    w.deliver_due()
+    (row,) = rows(engine)
+    assert row.status == "failed" and "550 5.1.1 no such user" in row.last_error
+    clock.now += timedelta(days=1)
+    assert w.deliver_due() == 0
+
+
+def test_unreachable_relay_is_temporary_until_attempts_run_out(engine: Engine, clock: Clock) -> None:
+    queue_one(engine)
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{free_port()}", None, 2), clock, max_attempts=3)
+    for _ in range(3):
+        w.deliver_due()
+        clock.now += timedelta(hours=2)
+    (row,) = rows(engine)
+    assert row.status == "failed" and row.attempts == 3 and "Connection refused" in row.last_error
+
+
+def test_maildir_delivery_writes_a_readable_file(engine: Engine, tmp_path: Path, clock: Clock) -> None:
+    queue_one(engine)
+    worker(engine, MaildirTransport(tmp_path / "outbox"), clock).deliver_due()
+    (file,) = (tmp_path / "outbox" / "new").iterdir()
+    content = file.read_bytes()
+    assert content.startswith(b"Return-Path: <support@example.com>\r\nDelivered-To: jane@acme.test\r\n")
+    assert content.endswith(RAW)
+    assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, Path]]:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield server_ctx, ca_file
+
+
+def _accept_relay_user(server: object, session: object, envelope: object, mechanism: str,
+                       data: object) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"relay", b"s3cret")
+    return AuthResult(success=ok)
+
+
+def test_starttls_with_login(engine: Engine, clock: Clock, tls_files: tuple[ssl.SSLContext, Path]) -> None:
+    server_ctx, ca_file = tls_files
+    sink = Sink(tls_context=server_ctx, require_starttls=True, authenticator=_accept_relay_user,
+                auth_require_tls=True)
+    sink.start()
+    try:
+        queue_one(engine)
+        transport = SmtpTransport(f"smtp+starttls://relay:s3cret@127.0.0.1:{sink.port}", None, 5, ca_file)
+        worker(engine, transport, clock).deliver_due()
+        assert rows(engine)[0].status == "sent" and len(sink.caught) == 1
+    finally:
+        sink.stop()
+
+
+def test_implicit_tls(engine: Engine, clock: Clock, tls_files: tuple[ssl.SSLContext, Path]) -> None:
+    server_ctx, ca_file = tls_files
+    sink = Sink(ssl_context=server_ctx)
+    sink.start()
+    try:
+        queue_one(engine)
+        worker(engine, SmtpTransport(f"smtps://127.0.0.1:{sink.port}", None, 5, ca_file), clock).deliver_due()
+        assert rows(engine)[0].status == "sent" and len(sink.caught) == 1
+        # without our CA the certificate is not trusted: a temporary failure, nothing sent blind
+        queue_one(engine, "joe@acme.test")
+        worker(engine, SmtpTransport(f"smtps://127.0.0.1:{sink.port}", None, 5), clock).deliver_due()
+        row = rows(engine)[1]
+        assert row.status == "pending" and "CERTIFICATE_VERIFY_FAILED" in row.last_error
+    finally:
+        sink.stop()
