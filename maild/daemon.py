@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 from pathlib import Path
 
 import structlog
@@ -18,6 +20,27 @@ from maild.runtime import build_runtime
 from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
 
 log = structlog.get_logger("maild.daemon")
+
+
+def sd_notify(state: str) -> None:
+    """Tells systemd (Type=notify) we are ready, alive or stopping; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(state.encode())
+
+
+async def watchdog_pings() -> None:
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if not usec:
+        return
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(usec / 1_000_000 / 2)
 
 
 async def serve(config_path: str | None) -> None:
@@ -57,7 +80,11 @@ async def serve(config_path: str | None) -> None:
     log.info("maild running", listen=cfg.smtp.listen, database=engine.url.render_as_string(),
              outbound=cfg.outbound.url, mailboxes=[m.address for m in cfg.mailboxes],
              config=cfg.source, data_dir=str(Path(cfg.data_dir)))
+    sd_notify("READY=1")
+    watchdog = asyncio.create_task(watchdog_pings(), name="watchdog")
     await stop.wait()
+    sd_notify("STOPPING=1")
+    watchdog.cancel()
 
     log.info("stopping: no new connections, finishing mail in flight")
     for s in servers:

@@ -221,6 +221,8 @@ def test_cc_addresses_become_participants_and_may_thread_by_tag(desk: Desk) -> N
     case = desk.case(n)
     cc = sorted(p.contact.email for p in case.participants)
     assert len(cc) == 2 and "support@example.com" not in cc
+    # the whole customer side hears that the case exists
+    assert sorted(m.recipient for m in desk.outbox()) == sorted([case.requester.email, *cc])
     out = desk.ingest(mail(cc[0], f"Re: [#{n}] {case.subject}"))
     assert out.case_number == n and out.matched_by == "subject"
 

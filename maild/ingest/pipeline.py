@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from maild.config import MailboxConfig
 from maild.ingest.parse import InboundMessage, message_ids
-from maild.notify.acknowledge import acknowledgement_refusal, queue_acknowledgement
+from maild.notify.acknowledge import acknowledge_case
 from maild.rules.loops import Classification, classify
 from maild.runtime import Runtime
 from maild.store import cases as case_store
@@ -46,7 +46,7 @@ class Outcome:
     matched_by: str
     classification: str
     visibility: str | None = None
-    acknowledgement: str | None = None  # the Message-ID queued, or why none
+    acknowledgement: str | None = None  # who was acknowledged, or why not
     events: list[str] = field(default_factory=list)
 
 
@@ -138,10 +138,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
         case_store.record_event(session, case, f"post_{visibility}", sender_address, now, post=post.id)
         events.append(f"post_{visibility}")
 
-    ack: str | None = None
-    if created:
-        refusal = acknowledgement_refusal(session, rt, case, msg, classification)
-        ack = refusal if refusal else queue_acknowledgement(session, rt, case, msg)
+    ack = acknowledge_case(session, rt, case, msg, classification) if created else None
     return Outcome("created" if created else "threaded", case.number, stored.matched_by,
                    classification.kind, visibility=visibility, acknowledgement=ack, events=events)
 
@@ -154,7 +151,7 @@ def _is_agent_by_token(match: Match, sender: str, rt: Runtime) -> bool:
 
 def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, requester: Contact,
                linked: int | None, now: object) -> Case:
-    subject = strip_prefixes(CASE_TAG_RE.sub("", msg.subject)).strip() or "(no subject)"
+    subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
                 stage="new", type="question", priority="normal", requester=requester,
                 organization_id=requester.organization_id, linked_case=linked, fields={},

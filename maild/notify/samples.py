@@ -21,7 +21,8 @@ def sample_context(cfg: Config) -> dict[str, object]:
     case = SimpleNamespace(number=42, subject="Printer <b>on</b> fire", stage="new", queue="support",
                            priority="normal", type="question", assignee=None, requester=requester,
                            created_at=now, updated_at=now, mailbox=mailbox)
-    return {"case": case, "requester": requester, "mailbox": mailbox, "mailbox_name": "Support"}
+    return {"case": case, "requester": requester, "recipient": requester, "mailbox": mailbox,
+            "mailbox_name": "Support"}
 
 
 def render_all_templates(cfg: Config) -> list[str]:

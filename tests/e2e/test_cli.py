@@ -88,9 +88,11 @@ def test_case_json_has_the_fields_of_the_spec(database: Database, sink: Sink, tm
         missing = d.cli("case", "show", "999", "--json", check=False)
         assert missing.returncode != 0 and "no case #999" in missing.stderr
         assert sink.wait_for(lambda c: "jane@acme.test" in c.rcpt_tos)
+        assert sink.wait_for(lambda c: "joe@acme.test" in c.rcpt_tos)
         time.sleep(0.3)
-        (sent,) = d.cli_json("outbox", "list")
-        assert sent["status"] == "sent" and sent["recipient"] == "jane@acme.test"
+        sent = d.cli_json("outbox", "list")
+        assert sorted((m["recipient"], m["status"]) for m in sent) == [("jane@acme.test", "sent"),
+                                                                       ("joe@acme.test", "sent")]
         text = d.cli("case", "show", str(listed[0]["number"])).stdout
         assert "It burns." in text and "Jane <jane@acme.test>" in text
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import time
@@ -99,6 +100,14 @@ def test_customer_mail_threads_by_token_references_and_tag(desk: Daemon, sink: S
     desk.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire", "again",
                    msgid="m1@acme.test"), "jane@acme.test", ["support@example.com"])
     assert len(desk.cases()) == 3 and len(posts(desk, n)) == 4
+
+    # one log line per ingested mail, with what a person searching the log needs
+    lines = [json.loads(line) for line in desk.log().splitlines() if line.startswith("{")]
+    ingested = [x for x in lines if x.get("event") == "message ingested"]
+    assert [x["outcome"] for x in ingested] == ["created", "threaded", "threaded", "threaded", "created",
+                                                "created", "duplicate"]
+    assert ingested[0]["message_id"] == "m1@acme.test" and ingested[0]["mailbox"] == "support@example.com"
+    assert ingested[0]["case"] == n
 
 
 def test_refusals_550_and_552(desk: Daemon) -> None:
