@@ -71,11 +71,22 @@ def run(config_path: str | None) -> None:
 
 @main.command("check-config", help="Validate the config file; print 'ok' or every problem.")
 @config_option
-def check_config(config_path: str | None) -> None:
+@click.option("--connect", is_flag=True, help="Also log in to each IMAP mailbox and report the server's answer.")
+def check_config(config_path: str | None, connect: bool) -> None:
     cfg = _load(config_path)
     from maild.notify.samples import render_all_templates
 
     problems = render_all_templates(cfg)
+    if connect:
+        from maild.ingest.imap import MailboxUnavailable, probe_mailbox
+
+        for m in cfg.mailboxes:
+            if m.imap is None:
+                continue
+            try:
+                click.echo(f"{m.address}: imap {m.imap.host}:{m.imap.port}: {probe_mailbox(cfg, m)}")
+            except (MailboxUnavailable, OSError) as e:
+                problems.append(f"{m.address}: imap {m.imap.host}:{m.imap.port}: {e}")
     if problems:
         for p in problems:
             click.echo(p, err=True)

@@ -73,6 +73,7 @@ class ImapConfig:
     folder: str = "INBOX"
     done_folder: str | None = None
     poll_seconds: float = 60.0
+    ca_file: str | None = None  # PEM bundle to trust for the server's TLS instead of the system's
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,23 @@ def _check_address(value: str | None, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: {value!r} is not an email address")
 
 
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+
+
+def _check_imap(imap: ImapConfig, path: str, problems: list[str]) -> None:
+    if imap.password_file is None and imap.oauth2 is None:
+        problems.append(f"{path}: needs password_file or oauth2")
+    if imap.oauth2 is not None and not (imap.oauth2.token_file or imap.oauth2.token_command):
+        problems.append(f"{path}.oauth2: needs token_file or token_command")
+    if imap.tls == "none" and not (imap.host in LOOPBACK_HOSTS or imap.host.startswith("127.")):
+        problems.append(f"{path}.tls: 'none' sends the password in clear text; allowed for loopback hosts only, "
+                        f"not {imap.host!r}")
+    if not 0 < imap.port < 65536:
+        problems.append(f"{path}.port: {imap.port} is not a TCP port")
+    if imap.poll_seconds < 1:
+        problems.append(f"{path}.poll_seconds: must be at least 1")
+
+
 def _check_references(cfg: Config, problems: list[str]) -> None:
     # Items that failed to build are None here; their problems are already listed.
     team_names = [t.name for t in cfg.teams if t is not None]
@@ -300,8 +318,8 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
         seen.add((m.address or "").lower())
         if m.team is not None and m.team not in team_names:
             problems.append(f"mailboxes[{i}].team: team {m.team!r} is not defined in [[teams]]")
-        if m.imap is not None and m.imap.password_file is None and m.imap.oauth2 is None:
-            problems.append(f"mailboxes[{i}].imap: needs password_file or oauth2")
+        if m.imap is not None:
+            _check_imap(m.imap, f"mailboxes[{i}].imap", problems)
     if not cfg.mailboxes:
         problems.append("mailboxes: at least one mailbox is needed")
     for i, listen in enumerate(cfg.smtp.listen):

@@ -6,11 +6,15 @@ import asyncio
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from maild.config import ConfigError, load_config
+from maild.ingest.imap import ImapPoller
 from maild.ingest.receive import Receiver
 from maild.ingest.smtp import start_smtp_servers
 from maild.ingest.writer import IngestWriter
@@ -43,6 +47,18 @@ async def watchdog_pings() -> None:
         await asyncio.sleep(usec / 1_000_000 / 2)
 
 
+def schedule_poller(scheduler: AsyncIOScheduler, poller: ImapPoller) -> None:
+    """Polls every poll_seconds; where the server offers IDLE, each run waits in IDLE until just
+    before the next, so new mail arrives within seconds."""
+    every = poller.imap.poll_seconds
+
+    async def run_cycle() -> None:
+        await asyncio.to_thread(poller.cycle, max(every - 1.0, 0.5))
+
+    scheduler.add_job(run_cycle, "interval", seconds=every, next_run_time=datetime.now(UTC), max_instances=1,
+                      coalesce=True, misfire_grace_time=None, id=poller.state_key, name=poller.state_key)
+
+
 async def serve(config_path: str | None) -> None:
     cfg = load_config(config_path)
     engine = make_engine(database_url(cfg))
@@ -56,9 +72,15 @@ async def serve(config_path: str | None) -> None:
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
     receiver = Receiver(rt, writer)
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
                                        cfg.smtp.max_message_bytes)
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    pollers = [ImapPoller(m, receiver, sessions, rt.clock) for m in cfg.mailboxes if m.imap is not None]
+    scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+    for poller in pollers:
+        schedule_poller(scheduler, poller)
+    scheduler.start()
     stop = asyncio.Event()
 
     def reload() -> None:
@@ -89,6 +111,12 @@ async def serve(config_path: str | None) -> None:
     log.info("stopping: no new connections, finishing mail in flight")
     for s in servers:
         s.close()
+    scheduler.shutdown(wait=False)
+    for poller in pollers:
+        poller.stop()
+    for poller in pollers:
+        await asyncio.to_thread(poller.wait_stopped, 30)
+        await asyncio.to_thread(poller.close)
     for s in servers:
         await s.wait_closed()
     await asyncio.to_thread(writer.stop)

@@ -1,6 +1,6 @@
-"""Raw bytes and an envelope in; stored (or quarantined) and committed out.
+"""Raw bytes in; stored (or quarantined) and committed out.
 
-Shared by the SMTP receiver and the IMAP poller: parse off the event loop, hand the
+Shared by the SMTP receiver (async) and the IMAP poller (a worker thread): parse, hand the
 pipeline to the writer thread, log one line per mail, quarantine what cannot be processed.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import structlog
@@ -21,6 +22,18 @@ from maild.runtime import Runtime
 from maild.threading.tokens import split_plus_address
 
 log = structlog.get_logger("maild.ingest")
+
+# Builds the deliveries once the mail is parsed (IMAP reads Delivered-To from the headers).
+DeliveryPlan = Callable[[InboundMessage, Runtime], list[Delivery]]
+# Extra writes that must commit with the mail (the IMAP poller's UID cursor).
+AlsoWrite = Callable[[Session], None]
+
+
+class PendingReceive:
+    """A mail handed to the writer; `finish()` waits for its commit (or quarantine)."""
+
+    def __init__(self, finish: Callable[[], ReceiveResult]):
+        self.finish = finish
 
 
 @dataclass(frozen=True)
@@ -60,44 +73,76 @@ class Receiver:
 
     async def receive(self, raw: bytes, *, mail_from: str | None, recipients: list[str],
                       via: str) -> ReceiveResult:
-        rt = self.runtime
-        loop = asyncio.get_running_loop()
-        try:
-            msg = await loop.run_in_executor(None, parse_message, raw)
-        except ParseError as e:
-            return await self._quarantine(raw, f"unparseable: {e}", mail_from, recipients)
-        deliveries = deliveries_for(rt, recipients, mail_from, via)
-        try:
-            outcomes = await self.writer.run(_job(msg, deliveries, rt))
-        except StorageError as e:
-            log.error("message not stored, sender must retry", message_id=msg.message_id, error=str(e),
-                      via=via)
-            return ReceiveResult(stored=False, outcomes=[])
-        except Exception as e:
-            return await self._quarantine(raw, f"processing failed: {type(e).__name__}: {e}",
-                                          mail_from, recipients)
-        for d, o in zip(deliveries, outcomes, strict=True):
-            log.info("message ingested", message_id=msg.message_id, mailbox=d.mailbox.address,
-                     case=o.case_number, outcome=o.action, matched_by=o.matched_by,
-                     classification=o.classification, visibility=o.visibility,
-                     acknowledgement=o.acknowledgement, via=via, size=len(raw))
-        return ReceiveResult(stored=True, outcomes=outcomes)
+        """The SMTP path: parsing and waiting happen off the event loop."""
+        def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
+            return deliveries_for(rt, recipients, mail_from, via)
 
-    async def _quarantine(self, raw: bytes, reason: str, mail_from: str | None,
-                          recipients: list[str]) -> ReceiveResult:
+        return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
+                                       recipients=recipients)
+
+    def receive_blocking(self, raw: bytes, plan: DeliveryPlan, *, via: str, mail_from: str | None,
+                         recipients: list[str], also: AlsoWrite | None = None) -> ReceiveResult:
+        """Parses, stores and waits for the commit; for callers that are threads already."""
+        return self.start(raw, plan, via=via, mail_from=mail_from, recipients=recipients, also=also).finish()
+
+    def start(self, raw: bytes, plan: DeliveryPlan, *, via: str, mail_from: str | None,
+              recipients: list[str], also: AlsoWrite | None = None) -> PendingReceive:
+        """Parses and hands the mail to the writer without waiting, so that a poller can queue a
+        whole batch into one commit; `finish()` waits and logs."""
         rt = self.runtime
-        loop = asyncio.get_running_loop()
         try:
-            path = await loop.run_in_executor(None, lambda: quarantine(
-                rt.config.data_dir, raw, reason, mail_from=mail_from, recipients=recipients,
-                now=rt.clock()))
+            msg = parse_message(raw)
+        except ParseError as e:
+            return self.start_quarantine(raw, f"unparseable: {e}", mail_from, recipients, also)
+        deliveries = plan(msg, rt)
+        future = self.submit(msg, deliveries, rt, also)
+
+        def finish() -> ReceiveResult:
+            try:
+                outcomes = future.result()
+            except StorageError as e:
+                log.error("message not stored, sender must retry", message_id=msg.message_id, error=str(e),
+                          via=via)
+                return ReceiveResult(stored=False, outcomes=[])
+            except Exception as e:
+                reason = f"processing failed: {type(e).__name__}: {e}"
+                return self.start_quarantine(raw, reason, mail_from, recipients, also).finish()
+            for d, o in zip(deliveries, outcomes, strict=True):
+                log.info("message ingested", message_id=msg.message_id, mailbox=d.mailbox.address,
+                         case=o.case_number, outcome=o.action, matched_by=o.matched_by,
+                         classification=o.classification, visibility=o.visibility,
+                         acknowledgement=o.acknowledgement, via=via, size=len(raw))
+            return ReceiveResult(stored=True, outcomes=outcomes)
+        return PendingReceive(finish)
+
+    def submit(self, msg: InboundMessage, deliveries: list[Delivery], rt: Runtime,
+               also: AlsoWrite | None = None) -> Future[list[Outcome]]:
+        def job(session: Session) -> list[Outcome]:
+            outcomes = [ingest_message(session, msg, d, rt) for d in deliveries]
+            if also is not None:
+                also(session)
+            return outcomes
+        return self.writer.submit(job)
+
+    def start_quarantine(self, raw: bytes, reason: str, mail_from: str | None, recipients: list[str],
+                         also: AlsoWrite | None = None) -> PendingReceive:
+        """Keeps the raw bytes with the reason; `also` (a poller's cursor) still commits."""
+        rt = self.runtime
+        try:
+            path = quarantine(rt.config.data_dir, raw, reason, mail_from=mail_from, recipients=recipients,
+                              now=rt.clock())
         except OSError as e:
             log.error("quarantine failed, sender must retry", reason=reason, error=str(e))
-            return ReceiveResult(stored=False, outcomes=[])
-        return ReceiveResult(stored=True, outcomes=[], quarantined=str(path))
+            return PendingReceive(lambda: ReceiveResult(stored=False, outcomes=[]))
+        if also is None:
+            return PendingReceive(lambda: ReceiveResult(stored=True, outcomes=[], quarantined=str(path)))
+        future = self.writer.submit(also)
 
-
-def _job(msg: InboundMessage, deliveries: list[Delivery], rt: Runtime) -> Callable[[Session], list[Outcome]]:
-    def run(session: Session) -> list[Outcome]:
-        return [ingest_message(session, msg, d, rt) for d in deliveries]
-    return run
+        def finish() -> ReceiveResult:
+            try:
+                future.result()
+            except Exception as e:
+                log.error("quarantined, but its cursor was not stored", reason=reason, error=str(e))
+                return ReceiveResult(stored=False, outcomes=[], quarantined=str(path))
+            return ReceiveResult(stored=True, outcomes=[], quarantined=str(path))
+        return PendingReceive(finish)

@@ -1,0 +1,253 @@
+"""IMAP ingestion against a real Dovecot: exactly once, across kills, resets and outages."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import smtplib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Database, load_eml, require
+from tests.support.daemon import Daemon
+from tests.support.dovecot import Dovecot, dovecot_problem
+from tests.support.sink import Sink
+
+USER, PASSWORD = "billing@example.com", "s3cret-pw"
+
+
+def imap_toml(dv: Dovecot, *, folder: str = "INBOX", done_folder: str | None = "Processed",
+              poll_seconds: float = 30, password_file: str = "imap.pass") -> str:
+    done = f'done_folder = "{done_folder}"\n' if done_folder else ""
+    return (f'\n[mailboxes.imap]\nhost = "127.0.0.1"\nport = {dv.port}\ntls = "none"\nusername = "{USER}"\n'
+            f'password_file = "{password_file}"\nfolder = "{folder}"\n{done}poll_seconds = {poll_seconds}\n')
+
+
+def mail(i: int, subject: str | None = None, size: int = 0) -> bytes:
+    body = f"Question number {i}.\r\n" + ("x" * 76 + "\r\n") * (size // 78)
+    return (f"From: Customer {i} <c{i}@firm{i % 7}.test>\r\nTo: {USER}\r\n"
+            f"Subject: {subject or f'IMAP case {i:04d}'}\r\nMessage-ID: <imap{i}@firm.test>\r\n"
+            f"Date: Fri, 20 Nov 2026 10:00:00 +0000\r\n\r\n{body}").encode()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    problem = dovecot_problem()
+    require(problem is None, problem or "")
+    # not under pytest's tmp_path: Dovecot's own users must be able to walk into the folder
+    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    dv = Dovecot(folder, {USER: PASSWORD})
+    try:
+        dv.start()
+        yield dv
+    finally:
+        dv.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_desk(tmp_path: Path, database: Database, sink: Sink, dv: Dovecot, password: str = PASSWORD,
+              **imap: object) -> Daemon:
+    (tmp_path / "imap.pass").write_text(password + "\n")
+    return Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}",
+                              extra=imap_toml(dv, **imap))  # type: ignore[arg-type]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return pred()
+
+
+def log_events(d: Daemon, event: str) -> list[dict]:
+    out = []
+    for line in d.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("event") == event:
+                out.append(rec)
+    return out
+
+
+def test_messages_become_cases_and_move_to_done_folder(tmp_path: Path, database: Database, sink: Sink,
+                                                        dovecot: Dovecot) -> None:
+    for name in ("gmail-new-plain-and-html.eml", "russian-koi8r.eml", "attachments-non-ascii-names.eml"):
+        dovecot.append(USER, "INBOX", load_eml(name))
+    d = make_desk(tmp_path, database, sink, dovecot)
+    d.start()
+    try:
+        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
+        assert wait_until(lambda: dovecot.count(USER, "INBOX") == 0, 10)
+        assert dovecot.count(USER, "Processed") == 3
+        cases = d.cases()
+        assert {c["queue"] for c in cases} == {"billing"}
+        assert {c["mailbox"] for c in cases} == {"billing@example.com"}
+        assert {"name": "Иван Петров", "email": "ivan.petrov@acme.test"} in [c["requester"] for c in cases]
+        assert "Не работает принтер" in [c["subject"] for c in cases]
+        assert sink.wait_for(lambda c: any(r == cases[0]["requester"]["email"] for r in c.rcpt_tos))
+        assert all(rec["via"] == "imap" for rec in log_events(d, "message ingested"))
+    finally:
+        d.stop()
+
+
+def test_without_done_folder_messages_are_flagged_seen_and_not_taken_twice(
+        tmp_path: Path, database: Database, sink: Sink, dovecot: Dovecot) -> None:
+    for i in range(3):
+        dovecot.append(USER, "INBOX", mail(i))
+    d = make_desk(tmp_path, database, sink, dovecot, done_folder=None)
+    d.start()
+    try:
+        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
+        with dovecot.client(USER) as c:
+            c.select_folder("INBOX", readonly=True)
+            assert wait_until(lambda: len(c.search("SEEN")) == 3, 10)
+        assert d.stop() == 0
+        dovecot.append(USER, "INBOX", mail(3))
+        d.start()
+        assert wait_until(lambda: len(d.cases()) == 4, 20), d.log()
+        time.sleep(1)
+        assert sorted(c["subject"] for c in d.cases()) == [f"IMAP case {i:04d}" for i in range(4)]
+        assert dovecot.count(USER, "INBOX") == 4  # nothing moved
+    finally:
+        d.stop()
+
+
+def test_new_mail_arrives_within_seconds_through_idle(tmp_path: Path, database: Database, sink: Sink,
+                                                      dovecot: Dovecot) -> None:
+    d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=300)  # polling alone would take minutes
+    d.start()
+    try:
+        assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+        time.sleep(1)
+        t0 = time.monotonic()
+        dovecot.append(USER, "INBOX", mail(1, "Arrives while idle"))
+        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["Arrives while idle"], 10), d.log()
+        assert time.monotonic() - t0 < 5
+    finally:
+        d.stop()
+
+
+def test_uidvalidity_change_rereads_without_duplicates_or_skips(tmp_path: Path, database: Database, sink: Sink,
+                                                                dovecot: Dovecot) -> None:
+    with dovecot.client(USER) as c:
+        c.create_folder("Support")
+    for i in range(2):
+        dovecot.append(USER, "Support", mail(i))
+    d = make_desk(tmp_path, database, sink, dovecot, folder="Support", done_folder=None)
+    d.start()
+    try:
+        assert wait_until(lambda: len(d.cases()) == 2, 20), d.log()
+        assert d.stop() == 0
+        with dovecot.client(USER) as c:  # the folder is recreated: new UIDVALIDITY, UIDs start over
+            c.delete_folder("Support")
+            c.create_folder("Support")
+        for i in range(3):
+            dovecot.append(USER, "Support", mail(i))
+        d.start()
+        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
+        time.sleep(1)
+        assert sorted(c["subject"] for c in d.cases()) == [f"IMAP case {i:04d}" for i in range(3)]
+        (reset,) = log_events(d, "imap UIDVALIDITY changed: re-reading the folder; Message-IDs prevent duplicates")
+        assert reset["old"] != reset["new"]
+    finally:
+        d.stop()
+
+
+def test_wrong_password_is_one_clear_line_per_attempt_and_smtp_keeps_working(
+        tmp_path: Path, database: Database, sink: Sink, dovecot: Dovecot) -> None:
+    dovecot.append(USER, "INBOX", mail(1))
+    d = make_desk(tmp_path, database, sink, dovecot, password="wrong", poll_seconds=1)
+    d.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", d.smtp_port) as s:
+            s.sendmail("jane@acme.test", ["support@example.com"],
+                       b"From: jane@acme.test\r\nTo: support@example.com\r\nSubject: via SMTP\r\n\r\nhi\r\n")
+        assert [c["subject"] for c in d.cases()] == ["via SMTP"]
+        time.sleep(7)
+        failures = log_events(d, "imap mailbox unavailable")
+        assert 1 <= len(failures) <= 3, failures  # backoff 5 s, 10 s, ...: no flood at poll_seconds = 1
+        assert "login as billing@example.com refused" in failures[0]["error"]
+        assert "AUTHENTICATIONFAILED" in failures[0]["error"] or "Authentication failed" in failures[0]["error"]
+        assert d.proc.poll() is None
+    finally:
+        d.stop()
+
+
+def test_connection_loss_reconnects_and_nothing_is_lost(tmp_path: Path, database: Database, sink: Sink,
+                                                        dovecot: Dovecot) -> None:
+    d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=2)
+    d.start()
+    try:
+        assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+        dovecot.stop()
+        time.sleep(1)
+        dovecot.start()
+        dovecot.append(USER, "INBOX", mail(7, "After the outage"))
+        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["After the outage"], 30), d.log()
+        assert wait_until(lambda: dovecot.count(USER, "Processed") == 1, 10)
+    finally:
+        d.stop()
+
+
+def test_oversized_message_is_quarantined_and_moved_not_retried(tmp_path: Path, database: Database,
+                                                               sink: Sink, dovecot: Dovecot) -> None:
+    dovecot.append(USER, "INBOX", mail(1, "Too big", size=300_000))
+    dovecot.append(USER, "INBOX", mail(2, "Fine"))
+    (tmp_path / "imap.pass").write_text(PASSWORD + "\n")
+    d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", max_bytes=100_000,
+                           extra=imap_toml(dovecot))
+    d.start()
+    try:
+        assert wait_until(lambda: dovecot.count(USER, "Processed") == 2, 20), d.log()
+        assert [c["subject"] for c in d.cases()] == ["Fine"]
+        (note,) = (tmp_path / "data" / "quarantine").glob("*.json")
+        assert "larger than max_message_bytes" in json.loads(note.read_text())["reason"]
+        assert b"Too big" in note.with_suffix(".eml").read_bytes()
+    finally:
+        d.stop()
+
+
+def test_check_config_connect_reports_each_mailbox(tmp_path: Path, database: Database, sink: Sink,
+                                                   dovecot: Dovecot) -> None:
+    dovecot.append(USER, "INBOX", mail(1))
+    d = make_desk(tmp_path, database, sink, dovecot)
+    ok = d.cli("check-config", "--connect")
+    assert f"billing@example.com: imap 127.0.0.1:{dovecot.port}: ok: 1 messages in INBOX" in ok.stdout
+    (tmp_path / "imap.pass").write_text("wrong\n")
+    bad = d.cli("check-config", "--connect", check=False)
+    assert bad.returncode == 1 and "login as billing@example.com refused" in bad.stderr
+
+
+def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, database: Database, sink: Sink,
+                                                            dovecot: Dovecot) -> None:
+    n = 300
+    with dovecot.client(USER) as c:
+        for i in range(n):
+            c.append("INBOX", mail(i))
+    d = make_desk(tmp_path, database, sink, dovecot)
+    rng = random.Random(7)
+    moved_at_kill = []
+    for _ in range(4):
+        d.start()
+        time.sleep(rng.uniform(0.3, 1.2))
+        assert d.proc is not None and d.proc.poll() is None
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        moved_at_kill.append(dovecot.count(USER, "Processed"))
+    assert any(0 < m < n for m in moved_at_kill), f"no kill landed mid-drain: {moved_at_kill}"
+    d.start()
+    try:
+        assert wait_until(lambda: dovecot.count(USER, "Processed") == n, 120), d.log()
+        subjects = [c["subject"] for c in d.cases()]
+        assert len(subjects) == n and len(set(subjects)) == n
+        assert dovecot.count(USER, "INBOX") == 0
+    finally:
+        d.stop()

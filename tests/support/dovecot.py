@@ -1,0 +1,135 @@
+"""A throw-away Dovecot IMAP server on a loopback port: its own config, passwd-file users
+and Maildir under a temp folder (see ../shared/NOTES.md for the why of each setting)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from imapclient import IMAPClient
+
+from tests.support.sink import free_port
+
+MAIL_USER = "maildtest"  # Dovecot refuses mail access as root
+
+
+def dovecot_problem() -> str | None:
+    if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
+        return "Dovecot is not installed (Debian package dovecot-imapd; .ci/run installs it)"
+    if os.geteuid() != 0:
+        return "starting a throw-away Dovecot needs root here"
+    return None
+
+
+def _mail_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(MAIL_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_USER],
+                       check=True)
+        return pwd.getpwnam(MAIL_USER)
+
+
+class Dovecot:
+    def __init__(self, folder: Path, users: dict[str, str], extra_conf: str = ""):
+        self.folder = folder
+        self.users = users
+        self.port = free_port()
+        self.conf = folder / "dovecot.conf"
+        self.extra_conf = extra_conf
+        self.running = False
+
+    def start(self) -> None:
+        user = _mail_user()
+        for sub in ("run", "state", "mail"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o755)
+        os.chown(self.folder / "mail", user.pw_uid, user.pw_gid)
+        (self.folder / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
+        d = self.folder
+        self.conf.write_text(f"""
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {user.pw_uid}
+mail_location = maildir:{d}/mail/%u/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={user.pw_uid} gid={user.pw_gid} home={d}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+{self.extra_conf}
+""")
+        # dovecot forks into the background keeping its stdio: no pipes, or we would wait forever
+        with open(self.folder / "start.log", "ab") as out:
+            r = subprocess.run(["dovecot", "-c", str(self.conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        if r.returncode != 0:
+            raise RuntimeError(f"dovecot failed to start: {(self.folder / 'start.log').read_text()[-800:]}")
+        self.running = True
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                IMAPClient("127.0.0.1", self.port, ssl=False, timeout=2).logout()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Dovecot did not answer on {self.port}: {self.log()[-800:]}")
+
+    def stop(self) -> None:
+        if self.running:
+            subprocess.run(["doveadm", "-c", str(self.conf), "stop"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.running = False
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (self.folder / "run" / "master.pid").exists():
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            return (self.folder / "dovecot.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def client(self, user: str) -> IMAPClient:
+        c = IMAPClient("127.0.0.1", self.port, ssl=False, timeout=10)
+        c.login(user, self.users[user])
+        return c
+
+    def count(self, user: str, folder: str) -> int:
+        with self.client(user) as c:
+            if not c.folder_exists(folder):
+                return 0
+            return int(c.select_folder(folder, readonly=True)[b"EXISTS"])
+
+    def append(self, user: str, folder: str, raw: bytes, flags: tuple[bytes, ...] = ()) -> None:
+        with self.client(user) as c:
+            c.append(folder, raw, flags=flags)
