@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Database, load_eml, require
 from tests.support.daemon import Daemon
-from tests.support.dovecot import Dovecot, dovecot_problem
+from tests.support.dovecot import Dovecot, TokenIntrospection, dovecot_problem
 from tests.support.sink import Sink
 
 USER, PASSWORD = "billing@example.com", "s3cret-pw"
@@ -249,5 +249,59 @@ def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, data
         subjects = [c["subject"] for c in d.cases()]
         assert len(subjects) == n and len(set(subjects)) == n
         assert dovecot.count(USER, "INBOX") == 0
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("source", ["token_command", "token_file"])
+def test_oauth2_token_is_fetched_again_when_the_old_one_expires(tmp_path: Path, database: Database, sink: Sink,
+                                                                source: str) -> None:
+    problem = dovecot_problem()
+    require(problem is None, problem or "")
+    tokens = TokenIntrospection(USER)
+    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    dv = Dovecot(folder, {USER: PASSWORD}, oauth2_introspection_url=tokens.url)
+    try:
+        dv.start()
+        token_file = tmp_path / "token.txt"
+        token_file.write_text("token-one\n")
+        tokens.valid = {"token-one"}
+        oauth = ('oauth2 = { token_command = "cat token.txt" }' if source == "token_command"
+                 else 'oauth2 = { token_file = "token.txt" }')
+        extra = imap_toml(dv, poll_seconds=2).replace('password_file = "imap.pass"', oauth)
+        d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", extra=extra)
+        d.start()
+        try:
+            dv.append(USER, "INBOX", mail(1, "Before expiry"))
+            assert wait_until(lambda: len(d.cases()) == 1, 20), d.log()
+            # the provider expires the token and drops the session; a refreshed token is available
+            tokens.valid = {"token-two"}
+            token_file.write_text("token-two\n")
+            dv.kick(USER)
+            dv.append(USER, "INBOX", mail(2, "After expiry"))
+            assert wait_until(lambda: len(d.cases()) == 2, 30), d.log()
+            assert tokens.seen[0] == "token-one" and tokens.seen[-1] == "token-two"
+        finally:
+            d.stop()
+    finally:
+        dv.stop()
+        tokens.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_failing_mailbox_does_not_hold_up_another(tmp_path: Path, database: Database, sink: Sink,
+                                                    dovecot: Dovecot) -> None:
+    dovecot.append(USER, "INBOX", mail(1, "For billing"))
+    d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=2)
+    broken = (f'[mailboxes.imap]\nhost = "127.0.0.1"\nport = {dovecot.port}\ntls = "none"\n'
+              f'username = "support@example.com"\npassword_file = "imap.pass"\n\n')
+    text = d.config.read_text().replace('team = "support"\nname = "Example Support"\n',
+                                        'team = "support"\nname = "Example Support"\n' + broken)
+    d.config.write_text(text)  # support logs in as a user the server does not know
+    d.start()
+    try:
+        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["For billing"], 20), d.log()
+        failures = log_events(d, "imap mailbox unavailable")
+        assert failures and {f["mailbox"] for f in failures} == {"support@example.com"}
     finally:
         d.stop()

@@ -3,12 +3,16 @@ and Maildir under a temp folder (see ../shared/NOTES.md for the why of each sett
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from imapclient import IMAPClient
 
@@ -35,12 +39,22 @@ def _mail_user() -> pwd.struct_passwd:
 
 
 class Dovecot:
-    def __init__(self, folder: Path, users: dict[str, str], extra_conf: str = ""):
+    def __init__(self, folder: Path, users: dict[str, str], oauth2_introspection_url: str | None = None):
+        """With `oauth2_introspection_url`, XOAUTH2 logins are checked against that endpoint
+        (RFC 7662 token introspection), as a hosted provider's server would."""
         self.folder = folder
         self.users = users
         self.port = free_port()
         self.conf = folder / "dovecot.conf"
-        self.extra_conf = extra_conf
+        self.extra_conf = ""
+        if oauth2_introspection_url:
+            (folder / "oauth2.conf.ext").parent.mkdir(parents=True, exist_ok=True)
+            (folder / "oauth2.conf.ext").write_text(
+                f"introspection_mode = post\nintrospection_url = {oauth2_introspection_url}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
+            self.extra_conf = ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
+                               f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                               f"  args = {folder}/oauth2.conf.ext\n}}\n")
         self.running = False
 
     def start(self) -> None:
@@ -119,6 +133,11 @@ service anvil {{
         except OSError:
             return ""
 
+    def kick(self, user: str) -> None:
+        """Drops the user's sessions, as a provider does when a token expires."""
+        subprocess.run(["doveadm", "-c", str(self.conf), "kick", user], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
     def client(self, user: str) -> IMAPClient:
         c = IMAPClient("127.0.0.1", self.port, ssl=False, timeout=10)
         c.login(user, self.users[user])
@@ -133,3 +152,36 @@ service anvil {{
     def append(self, user: str, folder: str, raw: bytes, flags: tuple[bytes, ...] = ()) -> None:
         with self.client(user) as c:
             c.append(folder, raw, flags=flags)
+
+
+class TokenIntrospection:
+    """An OAuth2 token introspection endpoint on loopback; `valid` holds the live tokens."""
+
+    def __init__(self, username: str):
+        self.valid: set[str] = set()
+        self.seen: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                token = parse_qs(body).get("token", [""])[0]
+                owner.seen.append(token)
+                answer = {"active": True, "username": username} if token in owner.valid else {"active": False}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
