@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import Database, load_eml, require
 from tests.support.daemon import Daemon
@@ -305,3 +306,60 @@ def test_a_failing_mailbox_does_not_hold_up_another(tmp_path: Path, database: Da
         assert failures and {f["mailbox"] for f in failures} == {"support@example.com"}
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+def test_tls_implicit_and_starttls(tmp_path: Path, database: Database, sink: Sink, tls: str) -> None:
+    problem = dovecot_problem()
+    require(problem is None, problem or "")
+    ca = trustme.CA()
+    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    folder.chmod(0o755)
+    cert, key, ca_file = folder / "cert.pem", folder / "key.pem", tmp_path / "ca.pem"
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    dv = Dovecot(folder, {USER: PASSWORD}, tls=(cert, key))
+    try:
+        dv.start()
+        dv.append(USER, "INBOX", mail(1, f"Over {tls} TLS"))
+        port = dv.tls_port if tls == "implicit" else dv.port
+        extra = (imap_toml(dv).replace(f"port = {dv.port}", f"port = {port}")
+                 .replace('tls = "none"', f'tls = "{tls}"\nca_file = "ca.pem"'))
+        (tmp_path / "imap.pass").write_text(PASSWORD + "\n")
+        d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", extra=extra)
+        d.start()
+        try:
+            assert wait_until(lambda: [c["subject"] for c in d.cases()] == [f"Over {tls} TLS"], 20), d.log()
+        finally:
+            d.stop()
+        # without our CA the server's certificate is refused: nothing is sent over an unverified channel
+        untrusted = d.config.read_text().replace('ca_file = "ca.pem"\n', "")
+        d.config.write_text(untrusted)
+        r = d.cli("check-config", "--connect", check=False)
+        assert r.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in r.stderr
+    finally:
+        dv.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_servers_without_idle_are_polled(tmp_path: Path, database: Database, sink: Sink) -> None:
+    problem = dovecot_problem()
+    require(problem is None, problem or "")
+    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    dv = Dovecot(folder, {USER: PASSWORD}, capability="IMAP4rev1 LITERAL+ UIDPLUS MOVE")
+    try:
+        dv.start()
+        d = make_desk(tmp_path, database, sink, dv, poll_seconds=1)
+        d.start()
+        try:
+            assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+            assert log_events(d, "imap connected")[0]["idle"] is False
+            dv.append(USER, "INBOX", mail(1, "Found by polling"))
+            assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["Found by polling"], 10), d.log()
+        finally:
+            d.stop()
+    finally:
+        dv.stop()
+        shutil.rmtree(folder, ignore_errors=True)

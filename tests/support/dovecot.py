@@ -39,20 +39,25 @@ def _mail_user() -> pwd.struct_passwd:
 
 
 class Dovecot:
-    def __init__(self, folder: Path, users: dict[str, str], oauth2_introspection_url: str | None = None):
+    def __init__(self, folder: Path, users: dict[str, str], oauth2_introspection_url: str | None = None,
+                 tls: tuple[Path, Path] | None = None, capability: str | None = None):
         """With `oauth2_introspection_url`, XOAUTH2 logins are checked against that endpoint
-        (RFC 7662 token introspection), as a hosted provider's server would."""
+        (RFC 7662 token introspection), as a hosted provider's server would. With `tls`
+        (certificate, key), STARTTLS is offered on `port` and implicit TLS on `tls_port`.
+        `capability` replaces the advertised IMAP capabilities (e.g. to hide IDLE)."""
         self.folder = folder
         self.users = users
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
+        self.tls = tls
         self.conf = folder / "dovecot.conf"
-        self.extra_conf = ""
+        self.extra_conf = f"imap_capability = {capability}\n" if capability else ""
         if oauth2_introspection_url:
             (folder / "oauth2.conf.ext").parent.mkdir(parents=True, exist_ok=True)
             (folder / "oauth2.conf.ext").write_text(
                 f"introspection_mode = post\nintrospection_url = {oauth2_introspection_url}\n"
                 "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
-            self.extra_conf = ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
+            self.extra_conf += ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
                                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
                                f"  args = {folder}/oauth2.conf.ext\n}}\n")
         self.running = False
@@ -65,13 +70,14 @@ class Dovecot:
         os.chown(self.folder / "mail", user.pw_uid, user.pw_gid)
         (self.folder / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
         d = self.folder
+        ssl_conf = f"ssl = yes\nssl_cert = <{self.tls[0]}\nssl_key = <{self.tls[1]}" if self.tls else "ssl = no"
         self.conf.write_text(f"""
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl_conf}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = {user.pw_uid}
@@ -95,7 +101,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
 }}
 service anvil {{
