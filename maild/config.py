@@ -118,6 +118,7 @@ class ProtectionConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     trusted_authserv_ids: list[str] = field(default_factory=list)
+    dns_servers: list[str] = field(default_factory=list)  # for DKIM keys; empty: the system's resolver
 
 
 @dataclass(frozen=True)

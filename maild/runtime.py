@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from maild.config import Config
 from maild.notify.render import TemplateRenderer
+from maild.rules.senders import TxtLookup, dns_txt_lookup
 from maild.store.blobs import BlobStore
 from maild.threading.tokens import load_or_create_secret
 
@@ -23,6 +24,7 @@ class Runtime:
     raw_store: BlobStore
     attachment_store: BlobStore
     renderer: TemplateRenderer
+    txt_lookup: TxtLookup  # DNS TXT for DKIM keys
     clock: Callable[[], datetime] = utc_now
 
     @property
@@ -43,5 +45,6 @@ def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now) -> Ru
         raw_store=BlobStore(data / "raw"),
         attachment_store=BlobStore(data / "attachments"),
         renderer=TemplateRenderer(templates),
+        txt_lookup=dns_txt_lookup(config.auth.dns_servers),
         clock=clock,
     )

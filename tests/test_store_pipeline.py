@@ -47,7 +47,7 @@ class Desk:
         cfg = Config(
             mailboxes=[MailboxConfig("support@example.com", "support"),
                        MailboxConfig("billing@example.com", "billing")],
-            teams=[TeamConfig("support", ["alice@example.com"]), TeamConfig("billing")],
+            teams=[TeamConfig("support"), TeamConfig("billing")],  # no team mail: outbox holds customer mail
             agents=[AgentConfig("alice@example.com", "Alice", "manager")],
             base_dir=tmp,
         )

@@ -24,8 +24,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, ImapConfig, MailboxConfig
+from maild.ingest.delivery import Delivery
 from maild.ingest.parse import InboundMessage, message_ids
-from maild.ingest.pipeline import Delivery
 from maild.ingest.receive import PendingReceive, Receiver
 from maild.runtime import Runtime
 from maild.store.models import MailboxState

@@ -4,50 +4,53 @@
 writes everything the mail causes — message, contact, organization, case, post,
 attachments, history, events, outbox rows — without committing. SMTP and IMAP are thin
 adapters around it; they commit, and only then answer 250 or move the IMAP message.
+`maild inspect` runs it and rolls back.
+
+The steps, in order:
+1. idempotency: the same Message-ID (or content) into the same mailbox is stored once;
+2. classification for loop protection; bounces go to `bounces.ingest_bounce`;
+3. matching to a case (threading.match) and who is speaking (rules.senders);
+4. an agent's reply: commands all-or-nothing, then a note or a public post (`_agent_mail`);
+   anything else: a customer's post or a new case (`_customer_mail`);
+5. notifications of the transaction's events, one mail per recipient (notify.fanout).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maild.config import MailboxConfig
-from maild.ingest.parse import InboundMessage, message_ids
+from maild.config import AgentConfig
+from maild.ingest.bounces import ingest_bounce
+from maild.ingest.delivery import Delivery, Outcome
+from maild.ingest.parse import InboundMessage
 from maild.notify.acknowledge import acknowledge_case
+from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
+from maild.notify.fanout import queue_notifications
+from maild.rules.commands import (
+    CaseSnapshot,
+    ForwardRequest,
+    ParsedReply,
+    parse_reply_commands,
+    plan_commands,
+)
 from maild.rules.loops import Classification, classify
+from maild.rules.senders import identify_speaker
 from maild.runtime import Runtime
 from maild.store import cases as case_store
+from maild.store.changes import apply_changes
 from maild.store.contacts import ensure_contact
-from maild.store.models import Attachment, Case, Contact, Message, Post
+from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
 from maild.threading.subject import CASE_TAG_RE, strip_prefixes
-from maild.threading.tokens import agent_key, split_plus_address
+from maild.threading.tokens import split_plus_address
+
+__all__ = ["Delivery", "Outcome", "ingest_message"]
 
 REOPENING_STAGES = ("pending", "resolved")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How a mail reached one mailbox: its envelope, as the adapter saw it."""
-
-    mailbox: MailboxConfig
-    recipients: list[str]
-    envelope_sender: str | None  # "" is the empty return path; None: not known (IMAP)
-    via: str = "smtp"
-
-
-@dataclass
-class Outcome:
-    action: str  # created | threaded | duplicate | bounce | ignored
-    case_number: int | None
-    matched_by: str
-    classification: str
-    visibility: str | None = None
-    acknowledgement: str | None = None  # who was acknowledged, or why not
-    events: list[str] = field(default_factory=list)
 
 
 class DbLookup:
@@ -92,65 +95,75 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     session.add(stored)
 
     if classification.kind == "bounce":
-        return _ingest_bounce(session, msg, stored, classification, rt)
+        return ingest_bounce(session, msg, stored, classification, rt)
 
-    lookup = DbLookup(session, rt.agent_addresses)
-    match = match_case(msg, delivery.recipients, rt.mailbox_addresses, rt.secret, lookup)
+    match = match_case(msg, delivery.recipients, rt.mailbox_addresses, rt.secret,
+                       DbLookup(session, rt.agent_addresses))
     sender_address = msg.sender.address if msg.sender else (delivery.envelope_sender or "").lower()
     if not sender_address:
         stored.matched_by = match.rule
-        return Outcome("ignored", None, match.rule, classification.kind,
-                       acknowledgement="no sender address")
-    sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "",
-                            cfg.organizations, now)
+        return Outcome("ignored", None, match.rule, classification.kind, acknowledgement="none: no sender address")
+    sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now)
     if sender.state == "bouncing":
         sender.state = "active"  # it writes again
     sender.last_mail_at = now
-    is_agent = _is_agent_by_token(match, sender_address, rt)
 
+    speaker = identify_speaker(msg, match.token, cfg, rt.txt_lookup)
     case = session.get(Case, match.case_number) if match.case_number is not None else None
+    if speaker.agent is not None and case is not None:
+        outcome = _agent_mail(session, msg, stored, case, speaker.agent, match, classification, rt)
+    else:
+        outcome = _customer_mail(session, msg, stored, case, sender, match, classification, delivery, rt)
+    outcome.is_agent = speaker.is_agent
+    outcome.agent_reason = speaker.reason
+    return outcome
+
+
+# --- a customer's mail (or an agent's that opens a case) ----------------------------------
+
+def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case: Case | None, sender: Contact,
+                   match: Match, classification: Classification, delivery: Delivery, rt: Runtime) -> Outcome:
+    now = rt.clock()
+    events: list[Event] = []
     linked: int | None = None
-    if case is not None and case.stage == "closed" and not is_agent:
+    if case is not None and case.stage == "closed":
         linked, case = case.number, None  # a reply to a closed case opens a new, linked one
     created = case is None
     if case is None:
         case = _open_case(session, msg, delivery, sender, linked, now)
-        case_store.record_event(session, case, "case_created", sender_address, now)
-    elif not is_agent and case.stage in REOPENING_STAGES:
-        case_store.record_change(session, case, field="stage", old=case.stage, new="open",
-                                 actor=sender_address, via="mail", now=now)
-        case_store.record_event(session, case, "stage_changed", sender_address, now,
-                                old=case.stage, new="open")
+        events.append(case_store.record_event(session, case, "case_created", sender.email, now))
+    elif case.stage in REOPENING_STAGES and sender.email in case_store.customer_addresses(session, case):
+        # only the customer side reopens: not a stranger holding a token, nor an unauthenticated
+        # mail from an agent's address
+        case_store.record_change(session, case, field="stage", old=case.stage, new="open", actor=sender.email,
+                                 via="mail", now=now)
+        events.append(case_store.record_event(session, case, "stage_changed", sender.email, now,
+                                              old=case.stage, new="open"))
         case.stage = "open"
     case.updated_at = now
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
 
-    if not is_agent and cfg.contacts.cc_participants:
-        _add_cc_participants(session, msg, case, sender_address, rt)
-
-    # Until agent replies by mail land (issue 4), an agent's mail stays internal: never leak.
-    visibility = "internal" if is_agent else "public"
-    post = _add_post(session, msg, stored, case, sender_address, "agent" if is_agent else "customer",
-                     visibility, rt)
-    events = ["case_created"] if created else []
+    if rt.config.contacts.cc_participants:
+        _add_cc_participants(session, msg, case, sender.email, rt)
+    reply = extract_reply(msg.text, msg.html)
+    body = reply.text if reply.text.strip() else msg.text
+    post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
     if not created:
-        case_store.record_event(session, case, f"post_{visibility}", sender_address, now, post=post.id)
-        events.append(f"post_{visibility}")
+        events.append(case_store.record_event(session, case, "post_public", sender.email, now, post=post.id))
 
     ack = acknowledge_case(session, rt, case, msg, classification) if created else None
-    return Outcome("created" if created else "threaded", case.number, stored.matched_by,
-                   classification.kind, visibility=visibility, acknowledgement=ack, events=events)
-
-
-def _is_agent_by_token(match: Match, sender: str, rt: Runtime) -> bool:
-    token = match.token
-    return (token is not None and token.agent_key is not None and sender in rt.agent_addresses
-            and token.agent_key == agent_key(sender))
+    notified = []
+    if classification.kind == "normal":  # robots' mail is stored, but sets off no mail: loops start so
+        notified = queue_notifications(session, rt, case, events, post=post, in_reply_to=msg.message_id,
+                                       actor_name=sender.name)
+    return Outcome("created" if created else "threaded", case.number, stored.matched_by, classification.kind,
+                   visibility="public", acknowledgement=ack, events=[e.kind for e in events], reply_text=body,
+                   notified=notified)
 
 
 def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, requester: Contact,
-               linked: int | None, now: object) -> Case:
+               linked: int | None, now: datetime) -> Case:
     subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
                 stage="new", type="question", priority="normal", requester=requester,
@@ -161,8 +174,7 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
     return case
 
 
-def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, sender: str,
-                         rt: Runtime) -> None:
+def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, sender: str, rt: Runtime) -> None:
     own = rt.mailbox_addresses | rt.agent_addresses
     for a in msg.to + msg.cc:
         if a.address == sender or split_plus_address(a.address)[0] in own:
@@ -171,19 +183,16 @@ def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, send
         case_store.add_participant(session, case, contact)
 
 
-def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str,
-              author_kind: str, visibility: str, rt: Runtime) -> Post:
-    reply = extract_reply(msg.text, msg.html)
-    body = reply.text if reply.text.strip() else msg.text
+def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str, author_kind: str,
+              visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
     post = Post(case_number=case.number, message=stored, visibility=visibility, author=author,
-                author_kind=author_kind, source="email", body=body, html=msg.html,
+                author_kind=author_kind, source="email", body=body, html=html if html is not None else msg.html,
                 created_at=rt.clock())
     session.add(post)
     for a in msg.attachments:
         sha = rt.attachment_store.put(a.data)
         post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
-                                           size=len(a.data), sha256=sha, content_id=a.content_id,
-                                           inline=a.inline))
+                                           size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
     session.flush()
     return post
 
@@ -195,38 +204,79 @@ def _safe_filename(name: str) -> str:
     return (name or "attachment")[:255]
 
 
-def _ingest_bounce(session: Session, msg: InboundMessage, stored: Message,
-                   classification: Classification, rt: Runtime) -> Outcome:
-    """A DSN never opens a case: it notes the failure on the case and marks the address."""
+# --- an agent's reply ---------------------------------------------------------------------
+
+def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Case, agent: AgentConfig,
+                match: Match, classification: Classification, rt: Runtime) -> Outcome:
+    """Commands all-or-nothing, then a public post to the customer side or an internal note."""
     now = rt.clock()
-    original_ids = list(msg.in_reply_to) + list(msg.references)
-    for part in msg.parts:
-        if part.get_content_type() in ("text/rfc822-headers", "message/rfc822"):
-            payload = part.get_payload()
-            headers = payload[0] if isinstance(payload, list) and payload else None
-            value = headers.get("Message-ID") if headers is not None else None
-            if value is None and isinstance(payload, str):
-                for line in payload.splitlines():
-                    if line.lower().startswith("message-id:"):
-                        value = line.split(":", 1)[1]
-            original_ids += message_ids(str(value) if value else None)
-    number = case_store.case_by_message_ids(session, original_ids)
-    for address in classification.bounced_addresses:
-        contact = session.scalars(select(Contact).where(Contact.email == address)).first()
-        if contact is not None:
-            contact.state = "bouncing"
-    stored.case_number = number
-    stored.matched_by = "references" if number else "none"
-    if number is not None:
-        case = session.get(Case, number)
-        assert case is not None
-        failed = ", ".join(classification.bounced_addresses) or "an unknown address"
-        post = Post(case_number=number, message=stored, visibility="internal", author="system",
-                    author_kind="system", source="system",
-                    body=f"Delivery failed to {failed}. No automatic mail goes there until it writes again.",
-                    created_at=now)
-        session.add(post)
-        session.flush()
-        case_store.record_event(session, case, "post_internal", "system", now, post=post.id)
-    return Outcome("bounce", number, stored.matched_by, "bounce",
-                   visibility="internal" if number else None, acknowledgement="bounce")
+    actor = agent.email.lower()
+    stored.case_number = case.number
+    stored.matched_by = match.rule
+    reply = extract_reply(msg.text, msg.html)
+    if classification.kind == "normal":
+        parsed = parse_reply_commands(reply.text)
+    else:  # an agent's out-of-office must neither run commands nor answer the customer
+        parsed = ParsedReply(visibility="internal", commands=[], errors=[], text=reply.text.strip())
+    visibility = parsed.visibility or ("internal" if _answers_a_note(session, msg, match) else "public")
+    snapshot = CaseSnapshot(stage=case.stage, queue=case.queue, assignee=case.assignee,
+                            tags=tuple(t.tag for t in case.tags), due_at=case.due_at,
+                            followers=tuple(f.address for f in case.followers))
+    plan = plan_commands(parsed.commands, snapshot, agent, rt.config, now)
+    errors = parsed.errors + plan.errors
+    outcome = Outcome("refused" if errors else "threaded", case.number, match.rule, classification.kind,
+                      visibility=visibility, reply_text=parsed.text, commands=[c.source for c in parsed.commands],
+                      errors=[f"line {e.line}: {e.source}: {e.reason}" for e in errors])
+    if errors:
+        queue_case_mail(session, rt, case, CaseMail(
+            template="command_errors", recipient=Recipient(actor, agent.name, "agent"), auto_submitted="auto-replied",
+            in_reply_to=msg.message_id, context={"errors": errors}))
+        outcome.notified = [actor]
+        return outcome
+
+    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest)]
+    events = apply_changes(session, case, changes, actor=actor, via="mail", now=now)
+    post = None
+    if parsed.text.strip() or msg.attachments:
+        post = _add_post(session, msg, stored, case, actor, "agent", visibility, parsed.text, rt, html="")
+        events.append(case_store.record_event(session, case, f"post_{visibility}", actor, now, post=post.id))
+    case.updated_at = now
+    for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
+        _queue_forward(session, rt, case, forward, agent)
+        outcome.notified.append(forward.address)
+    in_reply_to = _last_customer_message_id(session, case) if visibility == "public" else msg.message_id
+    if classification.kind == "normal":
+        outcome.notified += queue_notifications(session, rt, case, events, post=post, in_reply_to=in_reply_to,
+                                                actor_name=agent.name)
+    outcome.events = [e.kind for e in events]
+    return outcome
+
+
+def _answers_a_note(session: Session, msg: InboundMessage, match: Match) -> bool:
+    """A reply to a note notification stays internal: its token says so, or it answers one."""
+    if match.token is not None and match.token.internal:
+        return True
+    ids = [*msg.in_reply_to, *msg.references[-1:]]
+    if not ids:
+        return False
+    kinds = session.scalars(select(OutboxMail.kind).where(OutboxMail.message_id.in_(ids))).all()
+    return "post_internal" in kinds
+
+
+def _last_customer_message_id(session: Session, case: Case) -> str | None:
+    """What an agent's public answer replies to, so it threads in the customer's mail client."""
+    customers = case_store.customer_addresses(session, case)
+    return session.scalar(
+        select(Message.message_id).where(Message.case_number == case.number, Message.message_id.is_not(None),
+                                         Message.from_address.in_(customers))
+        .order_by(Message.id.desc()).limit(1))
+
+
+def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:
+    """/forward: summary, history and posts; internal notes only when asked for."""
+    posts = [p for p in case.posts if forward.with_notes or p.visibility == "public"]
+    queue_case_mail(session, rt, case, CaseMail(
+        template="forward", recipient=Recipient(forward.address, "", "customer"), auto_submitted="auto-generated",
+        from_name=f"{agent.name or agent.email} via {rt.config.mailbox(case.mailbox).name or 'Support'}"
+        if rt.config.mailbox(case.mailbox) else None,
+        context={"posts": posts, "history": list(case.history), "actor_name": agent.name or agent.email}))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.orm import Session
 
+from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
-from maild.ingest.pipeline import Delivery, Outcome, ingest_message
+from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.runtime import Runtime

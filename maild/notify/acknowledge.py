@@ -12,13 +12,11 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from maild.ingest.parse import InboundMessage
-from maild.notify.compose import compose_mail, new_message_id
+from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
 from maild.rules.loops import Classification, authentication_results
 from maild.runtime import Runtime
-from maild.store.cases import stream_message_ids
 from maild.store.models import Case, Contact
-from maild.store.outbox import count_sent_to, enqueue_mail
-from maild.threading.tokens import make_token, reply_address
+from maild.store.outbox import count_sent_to
 
 
 def message_refusal(rt: Runtime, msg: InboundMessage, classification: Classification) -> str | None:
@@ -71,23 +69,7 @@ def acknowledge_case(session: Session, rt: Runtime, case: Case, msg: InboundMess
 def queue_acknowledgement(session: Session, rt: Runtime, case: Case, msg: InboundMessage,
                           recipient: Contact) -> str:
     """Renders the acknowledgement into the outbox; returns its Message-ID."""
-    mailbox = rt.config.mailbox(case.mailbox)
-    mailbox_name = (mailbox.name if mailbox and mailbox.name else None) or "Support"
-    rendered = rt.renderer.render("case_created", {
-        "case": case, "requester": case.requester, "recipient": recipient, "mailbox": case.mailbox,
-        "mailbox_name": mailbox_name,
-    })
-    now = rt.clock()
-    message_id = new_message_id(rt.config.server.hostname)
-    references = stream_message_ids(session, case.number)
-    if msg.message_id and msg.message_id not in references:
-        references.append(msg.message_id)
-    raw = compose_mail(
-        mail_from=case.mailbox, from_name=mailbox_name, to=recipient.email, to_name=recipient.name,
-        reply_to=reply_address(case.mailbox, make_token(rt.secret, case.number)),
-        subject=rendered.subject, text=rendered.text, html=rendered.html, message_id=message_id,
-        in_reply_to=msg.message_id, references=references, now=now, auto_submitted="auto-replied",
-    )
-    enqueue_mail(session, case_number=case.number, message_id=message_id, kind="case_created",
-                 mail_from=case.mailbox, recipient=recipient.email, raw=raw, automatic=True, now=now)
-    return message_id
+    return queue_case_mail(session, rt, case, CaseMail(
+        template="case_created", recipient=Recipient(recipient.email, recipient.name, "customer"),
+        auto_submitted="auto-replied", in_reply_to=msg.message_id,
+    ))

@@ -22,8 +22,10 @@ def _header_address(address: str, name: str = "") -> HeaderAddress:
 
 def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", reply_to: str,
                  subject: str, text: str, html: str, message_id: str, in_reply_to: str | None,
-                 references: list[str], now: datetime, auto_submitted: str | None) -> bytes:
-    """A multipart/alternative mail; `auto_submitted` marks it automatic (RFC 3834)."""
+                 references: list[str], now: datetime, auto_submitted: str | None,
+                 attachments: list[tuple[str, str, bytes]] = ()) -> bytes:  # type: ignore[assignment]
+    """A multipart/alternative mail (in multipart/mixed with `attachments`: name, type, bytes);
+    `auto_submitted` marks it automatic (RFC 3834)."""
     msg = EmailMessage()
     msg["From"] = _header_address(mail_from, from_name)
     msg["To"] = _header_address(to, to_name)
@@ -41,4 +43,9 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
         msg["Precedence"] = "auto_reply" if auto_submitted == "auto-replied" else "bulk"
     msg.set_content(text, cte="quoted-printable")
     msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    for filename, content_type, data in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not subtype:
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg.as_bytes(policy=SMTP)

@@ -1,28 +1,44 @@
-"""Every template rendered with sample data, so `check-config` finds a broken one before a
-customer does."""
+"""Every template rendered with sample data for every kind of recipient, so `check-config`
+finds a broken one before a customer does."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import jinja2
 
 from maild.config import Config
 from maild.notify.render import TemplateRenderer
 
-TEMPLATE_KINDS = ("case_created",)
+TEMPLATE_KINDS = ("case_created", "post_public", "post_internal", "case_updated", "command_errors", "forward")
+RECIPIENT_KINDS = ("customer", "agent")
 
 
-def sample_context(cfg: Config) -> dict[str, object]:
+def sample_context(cfg: Config, recipient_kind: str = "customer") -> dict[str, Any]:
     mailbox = cfg.mailboxes[0].address if cfg.mailboxes else "support@example.com"
     now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     requester = SimpleNamespace(email="jane@acme.test", name="Jane Customer")
-    case = SimpleNamespace(number=42, subject="Printer <b>on</b> fire", stage="new", queue="support",
-                           priority="normal", type="question", assignee=None, requester=requester,
-                           created_at=now, updated_at=now, mailbox=mailbox)
-    return {"case": case, "requester": requester, "recipient": requester, "mailbox": mailbox,
-            "mailbox_name": "Support"}
+    organization = SimpleNamespace(name="Acme", domains=["acme.test"])
+    tags = [SimpleNamespace(tag="vip"), SimpleNamespace(tag="printer")]
+    case = SimpleNamespace(number=42, subject="Printer <b>on</b> fire", stage="open", queue="support",
+                           priority="high", type="incident", assignee="alice@example.com", requester=requester,
+                           organization=organization, tags=tags, created_at=now, updated_at=now, mailbox=mailbox)
+    post = SimpleNamespace(author="jane@acme.test", author_kind="customer", visibility="public", created_at=now,
+                           body="It <script>alert(1)</script> still burns.\nSecond line.", attachments=[])
+    recipient = (SimpleNamespace(email="jane@acme.test", name="Jane Customer", kind="customer")
+                 if recipient_kind == "customer" else
+                 SimpleNamespace(email="alice@example.com", name="Alice Agent", kind="agent"))
+    history = [SimpleNamespace(field="stage", old_value="new", new_value="open", actor="alice@example.com",
+                               created_at=now)]
+    changes = [{"kind": "stage_changed", "actor": "alice@example.com", "old": "open", "new": "pending"},
+               {"kind": "tags_changed", "actor": "alice@example.com", "added": ["vip"], "removed": ["spam"]},
+               {"kind": "assigned", "actor": "alice@example.com", "old": None, "new": "bob@example.com"}]
+    errors = [SimpleNamespace(line=1, source="/frobnicate", reason="unknown command /frobnicate")]
+    return {"case": case, "requester": requester, "recipient": recipient, "mailbox": mailbox,
+            "mailbox_name": "Support", "post": post, "changes": changes, "actor_name": "Alice Agent",
+            "errors": errors, "posts": [post], "history": history}
 
 
 def render_all_templates(cfg: Config) -> list[str]:
@@ -32,10 +48,13 @@ def render_all_templates(cfg: Config) -> list[str]:
         return [f"{cfg.source}: templates: {e}"]
     problems = []
     for kind in TEMPLATE_KINDS:
-        try:
-            renderer.render(kind, sample_context(cfg))
-        except jinja2.TemplateSyntaxError as e:
-            problems.append(f"{e.filename or kind}:{e.lineno}: template syntax error: {e.message}")
-        except jinja2.TemplateError as e:
-            problems.append(f"template {kind}.j2: {type(e).__name__}: {e}")
+        for recipient_kind in RECIPIENT_KINDS:
+            try:
+                renderer.render(kind, sample_context(cfg, recipient_kind))
+            except jinja2.TemplateSyntaxError as e:
+                problems.append(f"{e.filename or kind}:{e.lineno}: template syntax error: {e.message}")
+                break
+            except jinja2.TemplateError as e:
+                problems.append(f"template {kind}.j2 (to a {recipient_kind}): {type(e).__name__}: {e}")
+                break
     return problems

@@ -1,7 +1,8 @@
 """Reply tokens: `<local>+<token>@<domain>` addresses that name a case and an audience.
 
-A token is the case number, the audience ("c" for the customer side, "a" plus a short key
-of one agent's address) and an 80-bit HMAC of both with the server secret, all in
+A token is the case number, the audience ("c" for the customer side; "a" or "i" plus a
+short key of one agent's address, "i" on notifications of internal notes so that a reply
+to them stays internal) and an 80-bit HMAC of both with the server secret, all in
 lowercase letters and digits so that MTAs that change case cannot break it.
 """
 
@@ -18,17 +19,20 @@ from pathlib import Path
 
 MAC_CHARS = 16  # 16 base32 characters = 80 bits
 AGENT_KEY_CHARS = 6
-TOKEN_RE = re.compile(rf"^(\d+)(c|a[a-z2-7]{{{AGENT_KEY_CHARS}}})([a-z2-7]{{{MAC_CHARS}}})$")
+TOKEN_RE = re.compile(rf"^(\d+)(c|[ai][a-z2-7]{{{AGENT_KEY_CHARS}}})([a-z2-7]{{{MAC_CHARS}}})$")
 
 
 @dataclass(frozen=True)
 class ReplyToken:
     case_number: int
     agent_key: str | None  # None: the customer side
+    internal: bool = False  # issued on an internal-note notification
 
     @property
     def audience(self) -> str:
-        return "c" if self.agent_key is None else "a" + self.agent_key
+        if self.agent_key is None:
+            return "c"
+        return ("i" if self.internal else "a") + self.agent_key
 
 
 def _b32(data: bytes) -> str:
@@ -44,8 +48,8 @@ def _mac(secret: bytes, case_number: int, audience: str) -> str:
     return _b32(digest)[:MAC_CHARS]
 
 
-def make_token(secret: bytes, case_number: int, agent: str | None = None) -> str:
-    tok = ReplyToken(case_number, agent_key(agent) if agent else None)
+def make_token(secret: bytes, case_number: int, agent: str | None = None, *, internal: bool = False) -> str:
+    tok = ReplyToken(case_number, agent_key(agent) if agent else None, internal=bool(agent) and internal)
     return f"{case_number}{tok.audience}{_mac(secret, case_number, tok.audience)}"
 
 
@@ -57,7 +61,9 @@ def verify_token(secret: bytes, token: str) -> ReplyToken | None:
     number, audience, mac = int(m.group(1)), m.group(2), m.group(3)
     if not hmac.compare_digest(mac, _mac(secret, number, audience)):
         return None
-    return ReplyToken(number, None if audience == "c" else audience[1:])
+    if audience == "c":
+        return ReplyToken(number, None)
+    return ReplyToken(number, audience[1:], internal=audience[0] == "i")
 
 
 def reply_address(mailbox: str, token: str) -> str:

@@ -90,8 +90,8 @@ def test_case_json_has_the_fields_of_the_spec(database: Database, sink: Sink, tm
         assert sink.wait_for(lambda c: "jane@acme.test" in c.rcpt_tos)
         assert sink.wait_for(lambda c: "joe@acme.test" in c.rcpt_tos)
         time.sleep(0.3)
-        sent = d.cli_json("outbox", "list")
-        assert sorted((m["recipient"], m["status"]) for m in sent) == [("jane@acme.test", "sent"),
+        acks = [m for m in d.cli_json("outbox", "list") if m["recipient"].endswith("@acme.test")]
+        assert sorted((m["recipient"], m["status"]) for m in acks) == [("jane@acme.test", "sent"),
                                                                        ("joe@acme.test", "sent")]
         text = d.cli("case", "show", str(listed[0]["number"])).stdout
         assert "It burns." in text and "Jane <jane@acme.test>" in text

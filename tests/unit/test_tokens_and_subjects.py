@@ -26,6 +26,11 @@ def test_token_round_trip_for_customer_and_agent() -> None:
     agent_tok = make_token(SECRET, 42, "alice@example.com")
     assert verify_token(SECRET, agent_tok).agent_key is not None
     assert agent_tok != make_token(SECRET, 42, "bob@example.com")
+    note_tok = make_token(SECRET, 42, "alice@example.com", internal=True)
+    assert verify_token(SECRET, note_tok).internal and not verify_token(SECRET, agent_tok).internal
+    assert verify_token(SECRET, note_tok).agent_key == verify_token(SECRET, agent_tok).agent_key
+    # flipping the audience letter breaks the MAC: a public-reply token cannot be made internal
+    assert verify_token(SECRET, agent_tok.replace("a", "i", 1)) is None
 
 
 def test_token_survives_an_mta_that_uppercases_addresses() -> None:

@@ -1,0 +1,37 @@
+"""What goes into the pipeline besides the mail (its envelope) and what comes out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from maild.config import MailboxConfig
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a mail reached one mailbox: its envelope, as the adapter saw it."""
+
+    mailbox: MailboxConfig
+    recipients: list[str]
+    envelope_sender: str | None  # "" is the empty return path; None: not known (IMAP)
+    via: str = "smtp"
+
+
+@dataclass
+class Outcome:
+    """What the pipeline did with one mail: logged, shown by `maild inspect`."""
+
+    action: str  # created | threaded | duplicate | bounce | refused | ignored
+    case_number: int | None
+    matched_by: str  # token | references | subject | new | duplicate | none
+    classification: str
+    visibility: str | None = None
+    acknowledgement: str | None = None  # who was acknowledged, or why not
+    events: list[str] = field(default_factory=list)
+    is_agent: bool = False
+    agent_reason: str = ""
+    reply_text: str = ""
+    commands: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notified: list[str] = field(default_factory=list)
+    bounced_addresses: list[str] = field(default_factory=list)

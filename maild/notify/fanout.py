@@ -1,0 +1,144 @@
+"""Events of one transaction -> one mail per recipient (SPEC §6, §10).
+
+Who hears what, by default: the customer side hears of agents' public posts and of a case
+becoming resolved or closed (the acknowledgement of a new case has its own module, with
+loop protection); the team's agents hear of new cases; the assignee and following agents
+hear of customer posts, of other agents' notes and of changes. Nobody hears of their own
+action, and everything one transaction did reaches a recipient in a single mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_mail
+from maild.runtime import Runtime
+from maild.store.models import Case, Event, Post
+
+CUSTOMER_STAGES = ("resolved", "closed")
+# The event that names a mail, most telling first; the rest are listed as changes.
+MAIN_EVENTS = ("post_public", "post_internal", "case_created")
+
+
+@dataclass
+class Share:
+    recipient: Recipient
+    events: list[Event] = field(default_factory=list)
+
+
+def _agent(rt: Runtime, address: str) -> Recipient | None:
+    agent = rt.config.agent(address)
+    return Recipient(agent.email.lower(), agent.name, "agent") if agent else None
+
+
+def _customers(case: Case) -> list[Recipient]:
+    out = [Recipient(case.requester.email, case.requester.name, "customer")]
+    out += [Recipient(p.contact.email, p.contact.name, "customer") for p in case.participants
+            if p.contact.state != "bouncing"]
+    return out
+
+
+def _team(rt: Runtime, case: Case) -> list[Recipient]:
+    for team in rt.config.teams:
+        if team.name == case.queue:
+            return [r for a in team.agents if (r := _agent(rt, a))]
+    return []
+
+
+def _watchers(rt: Runtime, case: Case) -> list[Recipient]:
+    addresses = ([case.assignee] if case.assignee else []) + [f.address for f in case.followers if f.kind == "agent"]
+    out: list[Recipient] = []
+    for a in addresses:
+        r = _agent(rt, a)
+        if r and r not in out:
+            out.append(r)
+    return out
+
+
+def audiences(rt: Runtime, case: Case, events: list[Event], post: Post | None) -> list[Share]:
+    """Who hears of which of `events`; the actor of an event never hears of it."""
+    shares: dict[str, Share] = {}
+
+    def add(recipients: list[Recipient], event: Event) -> None:
+        for r in recipients:
+            if r.email == event.actor.lower():
+                continue
+            share = shares.setdefault(r.email, Share(r))
+            if event not in share.events:
+                share.events.append(event)
+
+    watchers = _watchers(rt, case)
+    for event in events:
+        kind = event.kind
+        if kind == "case_created":
+            add(_team(rt, case), event)
+        elif kind == "post_public":
+            if post is not None and post.author_kind == "agent":
+                add(_customers(case) + watchers, event)
+            else:
+                add(watchers or _team(rt, case), event)
+        elif kind == "post_internal":
+            add(watchers, event)
+        elif kind == "assigned":
+            new = _agent(rt, str(event.data.get("new") or ""))
+            add(watchers + ([new] if new else []), event)
+        elif kind == "stage_changed" and event.data.get("new") in CUSTOMER_STAGES:
+            add(_customers(case) + watchers, event)
+        elif kind == "closed":
+            continue  # told as the stage change
+        else:
+            add(watchers, event)
+    # A customer's mail lists only what customers may see: public posts and stage changes.
+    for share in shares.values():
+        if share.recipient.kind == "customer":
+            share.events = [e for e in share.events if e.kind in ("post_public", "stage_changed")]
+    return [s for s in shares.values() if s.events]
+
+
+def change_lines(events: list[Event]) -> list[dict[str, Any]]:
+    """The changes a mail lists, as plain data for templates."""
+    lines = []
+    for e in events:
+        if e.kind in MAIN_EVENTS or e.kind == "closed":
+            continue
+        lines.append({"kind": e.kind, "actor": e.actor, **e.data})
+    return lines
+
+
+def queue_notifications(session: Session, rt: Runtime, case: Case, events: list[Event], *, post: Post | None,
+                        in_reply_to: str | None, actor_name: str = "") -> list[str]:
+    """Writes one mail per recipient to the outbox; returns their addresses (for the log)."""
+    sent = []
+    for share in audiences(rt, case, events, post):
+        kinds = [e.kind for e in share.events]
+        main = next((k for k in MAIN_EVENTS if k in kinds), "case_updated")
+        by_agent_publicly = main == "post_public" and post is not None and post.author_kind == "agent"
+        to_customer = share.recipient.kind == "customer"
+        mail = CaseMail(
+            template=main,
+            recipient=share.recipient,
+            context={"post": post if main in ("post_public", "post_internal", "case_created") else None,
+                     "changes": change_lines(share.events), "actor_name": actor_name},
+            # an agent's answer to a customer is a person's mail, not an automatic one
+            auto_submitted=None if (to_customer and by_agent_publicly) else "auto-generated",
+            internal_token=main == "post_internal",
+            from_name=_from_name(rt, case, post, to_customer, actor_name),
+            in_reply_to=in_reply_to,
+            attachments=list(post.attachments) if (post is not None and to_customer and by_agent_publicly) else [],
+        )
+        queue_case_mail(session, rt, case, mail)
+        sent.append(share.recipient.email)
+    return sent
+
+
+def _from_name(rt: Runtime, case: Case, post: Post | None, to_customer: bool, actor_name: str) -> str | None:
+    """"Alice Agent (Example Support)" for a person's post: the name, never the agent's address."""
+    if post is None:
+        return None
+    name = actor_name or (case.requester.name if post.author_kind == "customer" else "")
+    if not name:
+        return None
+    return f"{name} ({mailbox_name(rt, case)})" if to_customer else f"{name} via {mailbox_name(rt, case)}"
