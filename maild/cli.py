@@ -94,6 +94,28 @@ def check_config(config_path: str | None, connect: bool) -> None:
     click.echo("ok")
 
 
+@main.command(help="Show what maild would do with mail files, storing and sending nothing.")
+@config_option
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
+def inspect(config_path: str | None, files: tuple[str, ...], as_json: bool) -> None:
+    from pathlib import Path
+
+    from maild.inspect import inspect_file
+
+    cfg = _load(config_path)
+    engine = _engine(cfg)
+    for name in files:
+        result = inspect_file(cfg, engine, Path(name))
+        if as_json:
+            _print_json(result)
+            continue
+        click.echo(f"{name}:")
+        for key, value in result.items():
+            if key != "file":
+                click.echo(f"  {key}: {value}")
+
+
 @main.group(help="Database schema.")
 def db() -> None:
     pass

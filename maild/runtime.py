@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from maild.config import Config
 from maild.notify.render import TemplateRenderer
 from maild.rules.senders import TxtLookup, dns_txt_lookup
-from maild.store.blobs import BlobStore
+from maild.store.blobs import BlobStore, DryRunBlobStore
 from maild.threading.tokens import load_or_create_secret
 
 
@@ -36,14 +37,21 @@ class Runtime:
         return {a.email.lower() for a in self.config.agents}
 
 
-def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now) -> Runtime:
+def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now, *, dry_run: bool = False) -> Runtime:
+    """`dry_run`: write no file (no blobs, no new secret), for `maild inspect`."""
     data = config.data_dir
     templates = config.path(config.templates_dir) if config.templates_dir else None
+    secret_path = config.path(config.server.secret_file)
+    if dry_run:
+        secret = secret_path.read_bytes().strip() if secret_path.exists() else secrets.token_hex(32).encode()
+    else:
+        secret = load_or_create_secret(secret_path)
+    store = DryRunBlobStore if dry_run else BlobStore
     return Runtime(
         config=config,
-        secret=load_or_create_secret(config.path(config.server.secret_file)),
-        raw_store=BlobStore(data / "raw"),
-        attachment_store=BlobStore(data / "attachments"),
+        secret=secret,
+        raw_store=store(data / "raw"),
+        attachment_store=store(data / "attachments"),
         renderer=TemplateRenderer(templates),
         txt_lookup=dns_txt_lookup(config.auth.dns_servers),
         clock=clock,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -16,6 +17,9 @@ from email.message import Message as EmailMessage
 from email.utils import getaddresses
 
 import mailparser
+
+# mail-parser logs every defect it meets; maild reports what matters itself (quarantine reasons).
+logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
 
 class ParseError(Exception):

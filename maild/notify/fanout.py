@@ -91,9 +91,13 @@ def audiences(rt: Runtime, case: Case, events: list[Event], post: Post | None) -
             continue  # told as the stage change
         else:
             add(watchers, event)
-    # A customer's mail lists only what customers may see: public posts and stage changes.
+    # A customer's mail lists only what customers may see: public posts and stage changes; a
+    # mail that goes to them anyway also tells of the stage change made with it.
+    stage_changes = [e for e in events if e.kind == "stage_changed"]
     for share in shares.values():
         if share.recipient.kind == "customer":
+            if any(e.kind == "post_public" for e in share.events):
+                share.events += [e for e in stage_changes if e not in share.events]
             share.events = [e for e in share.events if e.kind in ("post_public", "stage_changed")]
     return [s for s in shares.values() if s.events]
 

@@ -46,3 +46,19 @@ class BlobStore:
 
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
+
+
+class DryRunBlobStore(BlobStore):
+    """Keeps new blobs in memory: `maild inspect` runs the pipeline and must store nothing."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.kept: dict[str, bytes] = {}
+
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        self.kept.setdefault(sha256, data)
+        return sha256
+
+    def get(self, sha256: str) -> bytes:
+        return self.kept[sha256] if sha256 in self.kept else super().get(sha256)
