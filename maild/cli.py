@@ -32,6 +32,25 @@ def _load(config_path: str | None) -> Config:
         raise SystemExit(1) from None
 
 
+def _load_for_reading(config_path: str | None) -> Config:
+    """For commands that only read the database: a file that is broken elsewhere (say, a rule
+    being edited) still names the database, so the desk can be looked at while it is fixed.
+    The problems are printed as warnings; nothing is written with such a config."""
+    try:
+        return load_config(config_path)
+    except ConfigError as e:
+        from maild.config import salvage_database_config
+
+        cfg = salvage_database_config(config_path) if config_path else None
+        if cfg is None:
+            for p in e.problems:
+                click.echo(p, err=True)
+            raise SystemExit(1) from None
+        click.echo(f"warning: {config_path} has problems; reading the database it names "
+                   f"({len(e.problems)} problem(s), see 'maild check-config')", err=True)
+        return cfg
+
+
 def _engine(cfg: Config) -> Engine:
     from maild.store.db import database_url, make_engine, prepare_database
 
@@ -145,7 +164,7 @@ def case_list(config_path: str | None, as_json: bool, stage: str | None) -> None
     from maild.store.models import Case
     from maild.store.views import case_summary
 
-    cfg = _load(config_path)
+    cfg = _load_for_reading(config_path)
     with Session(_engine(cfg)) as session:
         q = select(Case).order_by(Case.number)
         if stage:
@@ -167,7 +186,7 @@ def case_show(config_path: str | None, number: int, as_json: bool) -> None:
     from maild.store.models import Case
     from maild.store.views import case_detail
 
-    cfg = _load(config_path)
+    cfg = _load_for_reading(config_path)
     with Session(_engine(cfg)) as session:
         c = session.get(Case, number)
         if c is None:
@@ -199,7 +218,7 @@ def outbox_list(config_path: str | None, status: str | None, limit: int, as_json
     from maild.store.models import OutboxMail
     from maild.store.views import outbox_data
 
-    cfg = _load(config_path)
+    cfg = _load_for_reading(config_path)
     with Session(_engine(cfg)) as session:
         q = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit)
         if status:

@@ -128,7 +128,22 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
+    """Who hears of which event (SPEC §10). `events` maps an event kind to audiences that
+    replace its default: customer, team, watchers (assignee and following agents),
+    watchers_or_team, assignee, managers (of the case's team), or an email address."""
+
     acknowledge: bool = True
+    customer_stages: list[str] = field(default_factory=lambda: ["resolved", "closed"])
+    events: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """`[[rules]]`: checked and compiled by maild.rules.routing (see its docstring for keys)."""
+
+    name: str
+    when: dict[str, object] = field(default_factory=dict)
+    then: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    rules: list[RuleConfig] = field(default_factory=list)
     templates_dir: str | None = None
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
     source: str = field(default="<embedded defaults>", metadata={"internal": True})
@@ -225,6 +241,12 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
             return None
         return [_convert(v, item_tp, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {value!r}")
+            return None
+        _key_tp, value_tp = typing.get_args(tp)
+        return {k: _convert(v, value_tp, f"{path}.{k}", problems) for k, v in value.items()}
     if origin is Literal:
         if value not in typing.get_args(tp):
             problems.append(f"{path}: expected {_describe(tp)}, got {value!r}")
@@ -333,6 +355,11 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
     if "://" not in cfg.outbound.url or scheme not in ("smtp", "smtp+starttls", "smtps", "maildir"):
         problems.append(f"outbound.url: {cfg.outbound.url!r} must start with smtp://, smtp+starttls://, "
                         "smtps:// or maildir://")
+    from maild.notify.audiences import check_notify_config
+    from maild.rules.routing import check_rules
+
+    problems += check_notify_config(cfg)
+    problems += check_rules(cfg)
     db = cfg.database.url
     if not (db.startswith("sqlite:") or db.startswith("postgresql")):
         problems.append(f"database.url: {db!r} must be a sqlite:/// or postgresql+psycopg:// URL")
@@ -364,3 +391,27 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{p}: TOML syntax error: {e}"]) from None
     return parse_config(data, str(p), p.resolve().parent)
+
+
+DATABASE_SECTION_RE = re.compile(r"^\[database\][^\n]*\n(.*?)(?=^\s*\[|\Z)", re.M | re.S)
+
+
+def salvage_database_config(path: str | os.PathLike[str]) -> Config | None:
+    """Embedded defaults plus the `[database]` section of a file that does not load as a whole,
+    or None if even that section does not read."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = DATABASE_SECTION_RE.search(text)
+    if m is None:
+        return None
+    try:
+        section = tomllib.loads(m.group(1))
+        db = _build(DatabaseConfig, section, "database", problems := [])
+    except tomllib.TOMLDecodeError:
+        return None
+    if db is None or problems:
+        return None
+    return Config(database=db, base_dir=p.resolve().parent, source=str(p))

@@ -17,6 +17,7 @@ The steps, in order:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -26,21 +27,23 @@ from maild.config import AgentConfig
 from maild.ingest.bounces import ingest_bounce
 from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage
+from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
 from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
 from maild.notify.fanout import queue_notifications
 from maild.rules.commands import (
-    CaseSnapshot,
+    DetachRequest,
     ForwardRequest,
     ParsedReply,
     parse_reply_commands,
     plan_commands,
 )
 from maild.rules.loops import Classification, classify
+from maild.rules.routing import Facts, plan_rules
 from maild.rules.senders import identify_speaker
 from maild.runtime import Runtime
 from maild.store import cases as case_store
-from maild.store.changes import apply_changes
+from maild.store.changes import apply_changes, case_snapshot, detach_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
 from maild.threading.match import Match, match_case
@@ -151,12 +154,18 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
     if not created:
         events.append(case_store.record_event(session, case, "post_public", sender.email, now, post=post.id))
+        events += _attachment_events(session, case, post, sender.email, now)
 
-    ack = acknowledge_case(session, rt, case, msg, classification) if created else None
+    routed = apply_rules(session, rt, case, events, post=post, sender=sender.email)
+    events += routed.events
+    template = routed.auto_replies.pop("case_created", None) or "case_created"
+    ack = acknowledge_case(session, rt, case, msg, classification, template=template) if created else None
     notified = []
     if classification.kind == "normal":  # robots' mail is stored, but sets off no mail: loops start so
+        for auto_template in routed.auto_replies.values():
+            acknowledge_case(session, rt, case, msg, classification, template=auto_template)
         notified = queue_notifications(session, rt, case, events, post=post, in_reply_to=msg.message_id,
-                                       actor_name=sender.name)
+                                       actor_name=sender.name, extra=routed.notify)
     return Outcome("created" if created else "threaded", case.number, stored.matched_by, classification.kind,
                    visibility="public", acknowledgement=ack, events=[e.kind for e in events], reply_text=body,
                    notified=notified)
@@ -185,9 +194,10 @@ def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, send
 
 def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str, author_kind: str,
               visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
+    if html is None:
+        html = sanitize_html(msg.html) if msg.html else None
     post = Post(case_number=case.number, message=stored, visibility=visibility, author=author,
-                author_kind=author_kind, source="email", body=body, html=html if html is not None else msg.html,
-                created_at=rt.clock())
+                author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
     session.add(post)
     for a in msg.attachments:
         sha = rt.attachment_store.put(a.data)
@@ -195,6 +205,44 @@ def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case
                                            size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
     session.flush()
     return post
+
+
+def _attachment_events(session: Session, case: Case, post: Post, actor: str, now: datetime) -> list[Event]:
+    return [case_store.record_event(session, case, "attachment_added", actor, now, filename=a.filename,
+                                    sha256=a.sha256, size=a.size) for a in post.attachments]
+
+
+@dataclass
+class Routed:
+    """What rules did in one transaction: their events, who else to tell, auto-replies to send."""
+
+    events: list[Event] = field(default_factory=list)
+    notify: dict[str, list[str]] = field(default_factory=dict)
+    auto_replies: dict[str, str] = field(default_factory=dict)  # event kind -> template
+
+
+def apply_rules(session: Session, rt: Runtime, case: Case, events: list[Event], *, post: Post | None,
+                sender: str) -> Routed:
+    """Runs `[[rules]]` for each event of the transaction; their actions are in the history under
+    the rule's name. Events that rules raise run no rules again."""
+    routed = Routed()
+    if not rt.config.rules:
+        return routed
+    now = rt.clock()
+    org = case.organization
+    for event in list(events):
+        facts = Facts(event=event.kind, mailbox=case.mailbox, sender=sender,
+                      organization=(org.name, *(d.domain for d in org.domains)) if org else (),
+                      subject=case.subject, body=post.body if post else "", type=case.type,
+                      tags=tuple(t.tag for t in case.tags), priority=case.priority)
+        for actions in plan_rules(rt.config.rules, facts):
+            routed.events += apply_changes(session, case, actions.changes, actor=f"rule:{actions.rule}", via="rule",
+                                           now=now, rule=actions.rule)
+            if actions.notify:
+                routed.notify.setdefault(event.kind, []).extend(actions.notify)
+            if actions.auto_reply:
+                routed.auto_replies[event.kind] = actions.auto_reply
+    return routed
 
 
 def _safe_filename(name: str) -> str:
@@ -219,9 +267,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     else:  # an agent's out-of-office must neither run commands nor answer the customer
         parsed = ParsedReply(visibility="internal", commands=[], errors=[], text=reply.text.strip())
     visibility = parsed.visibility or ("internal" if _answers_a_note(session, msg, match) else "public")
-    snapshot = CaseSnapshot(stage=case.stage, queue=case.queue, assignee=case.assignee,
-                            tags=tuple(t.tag for t in case.tags), due_at=case.due_at,
-                            followers=tuple(f.address for f in case.followers))
+    snapshot = case_snapshot(case)
     plan = plan_commands(parsed.commands, snapshot, agent, rt.config, now)
     errors = parsed.errors + plan.errors
     outcome = Outcome("refused" if errors else "threaded", case.number, match.rule, classification.kind,
@@ -234,12 +280,17 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
         outcome.notified = [actor]
         return outcome
 
-    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest)]
+    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest | DetachRequest)]
     events = apply_changes(session, case, changes, actor=actor, via="mail", now=now)
     post = None
     if parsed.text.strip() or msg.attachments:
         post = _add_post(session, msg, stored, case, actor, "agent", visibility, parsed.text, rt, html="")
         events.append(case_store.record_event(session, case, f"post_{visibility}", actor, now, post=post.id))
+        events += _attachment_events(session, case, post, actor, now)
+    events += detach_attachments(session, case, [c.filename for c in plan.changes if isinstance(c, DetachRequest)],
+                                 actor=actor, via="mail", now=now)
+    routed = apply_rules(session, rt, case, events, post=post, sender=actor)
+    events += routed.events
     case.updated_at = now
     for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
         _queue_forward(session, rt, case, forward, agent)
@@ -247,7 +298,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     in_reply_to = _last_customer_message_id(session, case) if visibility == "public" else msg.message_id
     if classification.kind == "normal":
         outcome.notified += queue_notifications(session, rt, case, events, post=post, in_reply_to=in_reply_to,
-                                                actor_name=agent.name)
+                                                actor_name=agent.name, extra=routed.notify)
     outcome.events = [e.kind for e in events]
     return outcome
 

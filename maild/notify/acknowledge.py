@@ -50,8 +50,9 @@ def recipient_refusal(session: Session, rt: Runtime, contact: Contact) -> str | 
 
 
 def acknowledge_case(session: Session, rt: Runtime, case: Case, msg: InboundMessage,
-                     classification: Classification) -> str:
-    """Queues one acknowledgement per customer-side address; returns what happened, for the log."""
+                     classification: Classification, template: str = "case_created") -> str:
+    """Queues one acknowledgement per customer-side address (a rule's `auto_reply` may name
+    another template); returns what happened, for the log."""
     refusal = message_refusal(rt, msg, classification)
     if refusal:
         return f"none: {refusal}"
@@ -61,15 +62,15 @@ def acknowledge_case(session: Session, rt: Runtime, case: Case, msg: InboundMess
         if refusal:
             notes.append(f"{contact.email}: none ({refusal})")
             continue
-        queue_acknowledgement(session, rt, case, msg, contact)
+        queue_acknowledgement(session, rt, case, msg, contact, template)
         notes.append(f"{contact.email}: queued")
     return "; ".join(notes)
 
 
 def queue_acknowledgement(session: Session, rt: Runtime, case: Case, msg: InboundMessage,
-                          recipient: Contact) -> str:
+                          recipient: Contact, template: str = "case_created") -> str:
     """Renders the acknowledgement into the outbox; returns its Message-ID."""
     return queue_case_mail(session, rt, case, CaseMail(
-        template="case_created", recipient=Recipient(recipient.email, recipient.name, "customer"),
+        template=template, recipient=Recipient(recipient.email, recipient.name, "customer"),
         auto_submitted="auto-replied", in_reply_to=msg.message_id,
     ))

@@ -1,10 +1,8 @@
 """Events of one transaction -> one mail per recipient (SPEC §6, §10).
 
-Who hears what, by default: the customer side hears of agents' public posts and of a case
-becoming resolved or closed (the acknowledgement of a new case has its own module, with
-loop protection); the team's agents hear of new cases; the assignee and following agents
-hear of customer posts, of other agents' notes and of changes. Nobody hears of their own
-action, and everything one transaction did reaches a recipient in a single mail.
+Who hears of what is notify.audiences' matrix; this module gathers, per recipient, every
+event of the transaction and writes one mail that names the main one and lists the rest.
+Nobody hears of their own action.
 """
 
 from __future__ import annotations
@@ -14,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from maild.notify.audiences import agent_recipient, recipients_of
 from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_mail
 from maild.runtime import Runtime
 from maild.store.models import Case, Event, Post
 
-CUSTOMER_STAGES = ("resolved", "closed")
 # The event that names a mail, most telling first; the rest are listed as changes.
 MAIN_EVENTS = ("post_public", "post_internal", "case_created")
 
@@ -29,68 +27,21 @@ class Share:
     events: list[Event] = field(default_factory=list)
 
 
-def _agent(rt: Runtime, address: str) -> Recipient | None:
-    agent = rt.config.agent(address)
-    return Recipient(agent.email.lower(), agent.name, "agent") if agent else None
-
-
-def _customers(case: Case) -> list[Recipient]:
-    out = [Recipient(case.requester.email, case.requester.name, "customer")]
-    out += [Recipient(p.contact.email, p.contact.name, "customer") for p in case.participants
-            if p.contact.state != "bouncing"]
-    return out
-
-
-def _team(rt: Runtime, case: Case) -> list[Recipient]:
-    for team in rt.config.teams:
-        if team.name == case.queue:
-            return [r for a in team.agents if (r := _agent(rt, a))]
-    return []
-
-
-def _watchers(rt: Runtime, case: Case) -> list[Recipient]:
-    addresses = ([case.assignee] if case.assignee else []) + [f.address for f in case.followers if f.kind == "agent"]
-    out: list[Recipient] = []
-    for a in addresses:
-        r = _agent(rt, a)
-        if r and r not in out:
-            out.append(r)
-    return out
-
-
-def audiences(rt: Runtime, case: Case, events: list[Event], post: Post | None) -> list[Share]:
-    """Who hears of which of `events`; the actor of an event never hears of it."""
+def audiences(rt: Runtime, case: Case, events: list[Event], post: Post | None,
+              extra: dict[str, list[str]] | None = None) -> list[Share]:
+    """Who hears of which of `events` (`extra`: addresses rules added per event kind); the
+    actor of an event never hears of it."""
     shares: dict[str, Share] = {}
-
-    def add(recipients: list[Recipient], event: Event) -> None:
+    for event in events:
+        recipients = recipients_of(rt, case, event, post)
+        for address in (extra or {}).get(event.kind, []):
+            recipients.append(agent_recipient(rt.config, address) or Recipient(address.lower(), "", "agent"))
         for r in recipients:
             if r.email == event.actor.lower():
                 continue
             share = shares.setdefault(r.email, Share(r))
             if event not in share.events:
                 share.events.append(event)
-
-    watchers = _watchers(rt, case)
-    for event in events:
-        kind = event.kind
-        if kind == "case_created":
-            add(_team(rt, case), event)
-        elif kind == "post_public":
-            if post is not None and post.author_kind == "agent":
-                add(_customers(case) + watchers, event)
-            else:
-                add(watchers or _team(rt, case), event)
-        elif kind == "post_internal":
-            add(watchers, event)
-        elif kind == "assigned":
-            new = _agent(rt, str(event.data.get("new") or ""))
-            add(watchers + ([new] if new else []), event)
-        elif kind == "stage_changed" and event.data.get("new") in CUSTOMER_STAGES:
-            add(_customers(case) + watchers, event)
-        elif kind == "closed":
-            continue  # told as the stage change
-        else:
-            add(watchers, event)
     # A customer's mail lists only what customers may see: public posts and stage changes; a
     # mail that goes to them anyway also tells of the stage change made with it.
     stage_changes = [e for e in events if e.kind == "stage_changed"]
@@ -113,10 +64,11 @@ def change_lines(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def queue_notifications(session: Session, rt: Runtime, case: Case, events: list[Event], *, post: Post | None,
-                        in_reply_to: str | None, actor_name: str = "") -> list[str]:
+                        in_reply_to: str | None, actor_name: str = "",
+                        extra: dict[str, list[str]] | None = None) -> list[str]:
     """Writes one mail per recipient to the outbox; returns their addresses (for the log)."""
     sent = []
-    for share in audiences(rt, case, events, post):
+    for share in audiences(rt, case, events, post, extra):
         kinds = [e.kind for e in share.events]
         main = next((k for k in MAIN_EVENTS if k in kinds), "case_updated")
         by_agent_publicly = main == "post_public" and post is not None and post.author_kind == "agent"

@@ -25,15 +25,15 @@ MARKERS = {"#note": "internal", "#internal": "internal", "#public": "public"}
 # How each command takes its argument; the parser reports a wrong count before planning runs.
 NO_ARG = ("unassign", "follow", "unfollow")
 ONE_WORD = ("stage", "type", "priority", "postpone")  # exactly one word; "/stage pending now" is an error
-REST = ("queue", "assign", "tag", "root-cause")  # needs text, may contain spaces (team and agent names)
+REST = ("queue", "assign", "tag", "root-cause", "detach")  # needs text, may contain spaces (team and agent names)
 COMMAND_NAMES = ("stage", "queue", "assign", "unassign", "tag", "type", "priority", "postpone", "close",
-                 "root-cause", "follow", "unfollow", "forward", "field")
+                 "root-cause", "follow", "unfollow", "forward", "field", "detach")
 
 EXAMPLES = {
     "stage": "/stage pending", "queue": "/queue billing", "assign": "/assign me", "tag": "/tag +vip -spam",
     "type": "/type incident", "priority": "/priority high", "postpone": "/postpone 3d or /postpone 2026-12-24",
     "root-cause": "/root-cause expired certificate", "forward": "/forward jane@example.com",
-    "field": "/field contract_id 4711",
+    "field": "/field contract_id 4711", "detach": "/detach invoice-A.pdf",
 }
 
 MAX_AMOUNT = 999
@@ -81,6 +81,7 @@ class CaseSnapshot:
     tags: tuple[str, ...]
     due_at: datetime | None  # aware UTC
     followers: tuple[str, ...]
+    attachments: tuple[str, ...] = ()  # filenames of the case's attachments (for /detach)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,14 @@ class ForwardRequest:
     with_notes: bool
 
 
-Change = FieldChange | TagChange | FollowChange | ForwardRequest
+@dataclass(frozen=True)
+class DetachRequest:
+    """Remove the case's attachments of this file name (the stored bytes stay, by hash)."""
+
+    filename: str
+
+
+Change = FieldChange | TagChange | FollowChange | ForwardRequest | DetachRequest
 
 
 @dataclass(frozen=True)
@@ -411,6 +419,13 @@ def plan_commands(commands: list[Command], case: CaseSnapshot, actor: AgentConfi
                 fail(f"{address!r} is not an email address; write it like jane@example.com")
             else:
                 put(f"forward:{address.casefold()}", ForwardRequest(address, bool(rest)))
+        elif name == "detach":
+            match = [f for f in case.attachments if f.casefold() == args.casefold()]
+            if not match:
+                listed = ", ".join(sorted(set(case.attachments))) or "none"
+                fail(f"no attachment named {args!r} on this case (attachments: {listed})")
+            else:
+                put(f"detach:{match[0].casefold()}", DetachRequest(match[0]))
         elif name == "field":
             field_name, value = args.split(None, 1)
             if not FIELD_NAME_RE.fullmatch(field_name.lower()):

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from maild.rules.commands import Change, FieldChange, FollowChange, TagChange
+from maild.rules.commands import CaseSnapshot, Change, FieldChange, FollowChange, TagChange
 from maild.store.cases import record_change, record_event
-from maild.store.models import Case, CaseFollower, CaseTag, Event
+from maild.store.models import Attachment, Case, CaseFollower, CaseTag, Event
 
 FIELD_EVENTS = {"stage": "stage_changed", "queue": "queue_changed", "assignee": "assigned",
                 "priority": "priority_changed", "due_at": "due_changed"}
@@ -91,3 +91,32 @@ def _apply_field(session: Session, case: Case, change: FieldChange, *, actor: st
     if change.field == "assignee" and change.value:
         follow(case, str(change.value), "agent")  # the assignee follows the case
     return events
+
+
+def case_snapshot(case: Case) -> CaseSnapshot:
+    """What command planning needs to know of a case."""
+    return CaseSnapshot(stage=case.stage, queue=case.queue, assignee=case.assignee,
+                        tags=tuple(t.tag for t in case.tags), due_at=case.due_at,
+                        followers=tuple(f.address for f in case.followers),
+                        attachments=tuple(a.filename for a in live_attachments(case)))
+
+
+def live_attachments(case: Case) -> list[Attachment]:
+    return [a for p in case.posts for a in p.attachments if a.removed_at is None]
+
+
+def detach_attachments(session: Session, case: Case, names_or_hashes: list[str], *, actor: str, via: str,
+                       now: datetime) -> list[Event]:
+    """Takes attachments off the case (by file name or SHA-256); the bytes stay in the store,
+    named by hash, as the raw mail that brought them does."""
+    events = []
+    wanted = {n.casefold() for n in names_or_hashes}
+    for a in live_attachments(case):
+        if a.filename.casefold() in wanted or a.sha256 in wanted:
+            a.removed_at = now
+            record_change(session, case, field="attachments", old=a.filename, new=None, actor=actor, via=via, now=now)
+            events.append(record_event(session, case, "attachment_removed", actor, now, filename=a.filename,
+                                       sha256=a.sha256))
+    return events
+
+

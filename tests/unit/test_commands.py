@@ -11,6 +11,7 @@ from maild.rules.commands import (
     CaseSnapshot,
     Command,
     CommandError,
+    DetachRequest,
     FieldChange,
     FollowChange,
     ForwardRequest,
@@ -426,3 +427,14 @@ def test_hand_built_commands_are_checked_too() -> None:
     assert result.changes == [FieldChange("stage", "pending")]
     assert [e.line for e in result.errors] == [2, 3, 4]
     assert result.errors[0].reason.startswith("unknown command /frob (known: /stage")
+
+
+
+def test_detach_names_an_existing_attachment() -> None:
+    case = CaseSnapshot(stage="open", queue="support", assignee=None, tags=(), due_at=None, followers=(),
+                        attachments=("invoice-A.pdf", "photo.jpg"))
+    parsed = parse_reply_commands("/detach Invoice-A.pdf\n/detach nope.txt")
+    plan = plan_commands(parsed.commands, case, AgentConfig("alice@example.com"), Config(), datetime.now(UTC))
+    assert plan.changes == [DetachRequest("invoice-A.pdf")]
+    (error,) = plan.errors
+    assert error.line == 2 and "no attachment named 'nope.txt'" in error.reason and "photo.jpg" in error.reason
