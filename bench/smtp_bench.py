@@ -1,0 +1,118 @@
+"""SMTP ingest: the same generated mail into a do-nothing aiosmtpd, then into `maild run`.
+
+The do-nothing server is the physical limit of a Python SMTP server on this machine; maild's
+rate divided by it is the figure issue 6 targets. maild only counts when its work is done:
+after the load we wait until every acknowledgement it queued has reached the sink.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.desk import STAFF_DOMAIN, Desk
+from bench.loadgen import Mail, generate, send_all
+from bench.report import say
+from bench.servers import CountingServer, cpu_seconds
+
+
+def _load_figures(result: Any, server_cpu_s: float) -> dict[str, Any]:
+    return {
+        "msgs_per_s": round(result.msgs_per_s, 1),
+        "p50_ms": round(result.percentile_ms(0.50), 2),
+        "p95_ms": round(result.percentile_ms(0.95), 2),
+        "p99_ms": round(result.percentile_ms(0.99), 2),
+        "wall_s": round(result.wall_s, 2),
+        "sent": result.sent,
+        "failed": result.failed,
+        "errors": result.errors,
+        "generator_cpu_s": round(result.cpu_s, 2),
+        "generator_cpu_pct": round(100 * result.cpu_s / result.wall_s, 1) if result.wall_s else 0.0,
+        "server_cpu_pct": round(100 * server_cpu_s / result.wall_s, 1) if result.wall_s else 0.0,
+    }
+
+
+def run_do_nothing(mails: list[Mail], concurrency: int, per_connection: int) -> dict[str, Any]:
+    say(f"smtp: {len(mails)} messages into a do-nothing aiosmtpd")
+    server = CountingServer().start()
+    try:
+        cpu0 = cpu_seconds(server.pid)
+        result = send_all("127.0.0.1", server.port, mails, concurrency, per_connection)
+        figures = _load_figures(result, cpu_seconds(server.pid) - cpu0)
+        figures["received"] = server.count
+        return figures
+    finally:
+        server.stop()
+
+
+def run_maild(mails: list[Mail], concurrency: int, per_connection: int, database: str,
+              drain_timeout: float) -> dict[str, Any]:
+    say(f"smtp: {len(mails)} messages into maild ({database}), then waiting for its acknowledgements")
+    sink = CountingServer(staff_domain=STAFF_DOMAIN).start()
+    desk: Desk | None = None
+    try:
+        desk = Desk(database, sink.port)
+        startup = desk.start()
+        cpu0 = desk.cpu_seconds()
+        result = send_all("127.0.0.1", desk.smtp_port, mails, concurrency, per_connection)
+        figures = _load_figures(result, desk.cpu_seconds() - cpu0)
+        loaded = time.perf_counter()
+        deadline = loaded + drain_timeout
+        while True:
+            counts = desk.counts()
+            delivered = sink.customer_rcpts + sink.staff_rcpts  # maild sends one mail per recipient
+            done = counts.messages >= result.sent and counts.pending == 0 and delivered >= counts.outbox - counts.failed
+            if done or time.perf_counter() > deadline:
+                break
+            time.sleep(0.25)
+        figures.update({
+            "database": database,
+            "startup_s": round(startup, 2),
+            "peak_rss_mb": round(desk.peak_rss_mb(), 1),
+            "maild_cpu_s": round(desk.cpu_seconds(), 2),
+            "messages_stored": counts.messages,
+            "cases": counts.cases,
+            "acks_expected": counts.acks,
+            "acks_delivered": sink.customer_rcpts,
+            "agent_mails_expected": counts.outbox - counts.acks,
+            "agent_mails_delivered": sink.staff_rcpts,
+            "outbound_failed": counts.failed,
+            "all_acks_delivered": bool(done and counts.failed == 0 and sink.customer_rcpts == counts.acks
+                                       and sink.staff_rcpts == counts.outbox - counts.acks),
+            "ack_drain_s": round(time.perf_counter() - loaded, 2),
+        })
+        if not done:
+            figures["log_tail"] = desk.log_tail()[-2000:]
+        return figures
+    finally:
+        if desk is not None:
+            desk.close()
+        sink.stop()
+
+
+def run_smtp(messages: int, concurrency: int, per_connection: int, databases: list[str], seed: int = 42,
+             drain_timeout: float = 120.0) -> dict[str, Any]:
+    mails = generate(messages, seed)
+    kinds: dict[str, int] = {}
+    for m in mails:
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+    out: dict[str, Any] = {
+        "messages": messages,
+        "concurrency": concurrency,
+        "per_connection": per_connection,
+        "seed": seed,
+        "mix": kinds,
+        "mean_size_kb": round(sum(len(m.raw) for m in mails) / len(mails) / 1024, 1),
+        "do_nothing": run_do_nothing(mails, concurrency, per_connection),
+        "maild": {},
+    }
+    base = out["do_nothing"]["msgs_per_s"]
+    for db in databases:
+        try:
+            figures = run_maild(mails, concurrency, per_connection, db, drain_timeout)
+        except Exception as e:  # keep the other figures; say what broke
+            out["maild"][db] = {"database": db, "error": f"{type(e).__name__}: {e}"[-3000:]}
+            continue
+        figures["ratio"] = round(figures["msgs_per_s"] / base, 3) if base else 0.0
+        out["maild"][db] = figures
+    return out
