@@ -199,9 +199,79 @@ def case_show(config_path: str | None, number: int, as_json: bool) -> None:
     for key in ("stage", "queue", "assignee", "priority", "type", "organization", "created_at"):
         click.echo(f"  {key}: {data[key]}")
     click.echo(f"  requester: {data['requester']['name']} <{data['requester']['email']}>")
+    tags = ", ".join(data["tags"]) or "-"
+    click.echo(f"  tags: {tags}")
     for p in data["posts"]:
-        click.echo(f"\n--- {p['created_at']} {p['author']} ({p['visibility']}, {p['source']})")
+        click.echo(f"\n--- {p['created_at'][:19]} {p['author']} ({p['visibility']}, {p['source']})")
         click.echo(p["body"])
+        for a in p["attachments"]:
+            click.echo(f"    [attachment] {a['filename']} ({a['size']} bytes, sha256 {a['sha256'][:12]}…)")
+    if data["history"]:
+        click.echo("\nHistory:")
+        for h in data["history"]:
+            how = f"rule {h['rule']!r}" if h["rule"] else h["via"]
+            change = f"{h['field']}: {h['old'] or '-'} → {h['new'] or '-'}"
+            click.echo(f"  {h['at'][:19]}  {change}  by {h['actor']} ({how})")
+
+
+@case.command("update", help="Change a case as an admin: same checks, history and notifications as mail commands.")
+@config_option
+@click.argument("number", type=int)
+@click.option("--stage", help="new, open, pending, resolved or closed")
+@click.option("--queue", help="a team")
+@click.option("--assign", help="an agent's email or name; 'none' unassigns")
+@click.option("--tag", "tags", multiple=True, help="+tag adds, -tag removes (repeatable)")
+@click.option("--priority", help="low, normal, high or urgent")
+@click.option("--type", "case_type", help="question, incident or problem")
+@click.option("--field", "fields", multiple=True, nargs=2, metavar="NAME VALUE", help="a custom field (repeatable)")
+@click.option("--close", "close_reason", help="close with this reason")
+@click.option("--postpone", help="Nh, Nd, Nw, Nm or YYYY-MM-DD")
+@click.option("--remove-attachment", "remove", multiple=True, metavar="SHA256|NAME", help="take an attachment off")
+@click.option("--as", "as_agent", help="the configured agent to act as (default: an admin)")
+def case_update(config_path: str | None, number: int, stage: str | None, queue: str | None, assign: str | None,
+                tags: tuple[str, ...], priority: str | None, case_type: str | None, fields: tuple[tuple[str, str], ...],
+                close_reason: str | None, postpone: str | None, remove: tuple[str, ...], as_agent: str | None) -> None:
+    import getpass
+
+    from maild.config import AgentConfig
+    from maild.ingest.pipeline import update_case
+    from maild.rules.commands import Command
+    from maild.runtime import build_runtime
+    from maild.store.models import Case
+
+    cfg = _load(config_path)
+    if as_agent:
+        actor = cfg.agent(as_agent)
+        if actor is None:
+            raise click.ClickException(f"--as {as_agent}: not a configured agent")
+    else:
+        actor = AgentConfig(email=f"{getpass.getuser()}@cli", name="admin", role="manager")
+    wanted = [("stage", stage), ("queue", queue), ("priority", priority), ("type", case_type),
+              ("postpone", postpone)]
+    commands = [Command(n, v, 0, f"--{n} {v}") for n, v in wanted if v is not None]
+    if assign is not None:
+        commands.append(Command("unassign", "", 0, "--assign none") if assign.lower() == "none"
+                        else Command("assign", assign, 0, f"--assign {assign}"))
+    if tags:
+        commands.append(Command("tag", " ".join(tags), 0, "--tag " + " --tag ".join(tags)))
+    commands += [Command("field", f"{k} {v}", 0, f"--field {k} {v}") for k, v in fields]
+    if close_reason is not None:
+        commands.append(Command("close", close_reason, 0, f"--close {close_reason}"))
+    if not commands and not remove:
+        raise click.UsageError("nothing to change: give at least one option")
+    rt = build_runtime(cfg)
+    engine = _engine(cfg)
+    with Session(engine) as session, session.begin():
+        c = session.get(Case, number)
+        if c is None:
+            raise click.ClickException(f"no case #{number}")
+        events, errors = update_case(session, rt, c, commands, actor, via="cli", remove_attachments=list(remove))
+        if errors:
+            session.rollback()
+            for e in errors:
+                click.echo(e, err=True)
+            raise SystemExit(1)
+    click.echo(f"case #{number}: " + (", ".join(events) if events else "nothing changed"))
 
 
 @main.group(help="Outgoing mail.")

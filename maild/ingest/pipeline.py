@@ -32,6 +32,7 @@ from maild.notify.acknowledge import acknowledge_case
 from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
 from maild.notify.fanout import queue_notifications
 from maild.rules.commands import (
+    Command,
     DetachRequest,
     ForwardRequest,
     ParsedReply,
@@ -43,7 +44,7 @@ from maild.rules.routing import Facts, plan_rules
 from maild.rules.senders import identify_speaker
 from maild.runtime import Runtime
 from maild.store import cases as case_store
-from maild.store.changes import apply_changes, case_snapshot, detach_attachments
+from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
 from maild.threading.match import Match, match_case
@@ -331,3 +332,31 @@ def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRe
         from_name=f"{agent.name or agent.email} via {rt.config.mailbox(case.mailbox).name or 'Support'}"
         if rt.config.mailbox(case.mailbox) else None,
         context={"posts": posts, "history": list(case.history), "actor_name": agent.name or agent.email}))
+
+
+# --- the same path for the CLI --------------------------------------------------------------
+
+def update_case(session: Session, rt: Runtime, case: Case, commands: list[Command], actor: AgentConfig, *,
+                via: str, remove_attachments: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """`maild case update`: the mail commands' planning, history, rules and notifications,
+    all-or-nothing. Returns (events, errors); with errors nothing is changed."""
+    now = rt.clock()
+    plan = plan_commands(commands, case_snapshot(case), actor, rt.config, now)
+    known = {a.filename.casefold() for a in live_attachments(case)} | {a.sha256 for a in live_attachments(case)}
+    missing = [r for r in remove_attachments or [] if r.casefold() not in known]
+    errors = [f"{e.source}: {e.reason}" for e in plan.errors]
+    errors += [f"--remove-attachment {m}: no such attachment on case #{case.number}" for m in missing]
+    if errors:
+        return [], errors
+    actor_id = actor.email.lower()
+    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest | DetachRequest)]
+    events = apply_changes(session, case, changes, actor=actor_id, via=via, now=now)
+    detach = [c.filename for c in plan.changes if isinstance(c, DetachRequest)] + list(remove_attachments or [])
+    events += detach_attachments(session, case, detach, actor=actor_id, via=via, now=now)
+    routed = apply_rules(session, rt, case, events, post=None, sender=actor_id)
+    events += routed.events
+    for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
+        _queue_forward(session, rt, case, forward, actor)
+    queue_notifications(session, rt, case, events, post=None, in_reply_to=None, actor_name=actor.name,
+                        extra=routed.notify)
+    return [e.kind for e in events], []

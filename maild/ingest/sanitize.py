@@ -11,7 +11,12 @@ LOCAL_IMAGE_PREFIXES = ("cid:", "data:image/")
 
 
 def _drop_remote_images(tag: str, attribute: str, value: str) -> str | None:
-    if tag == "img" and attribute in ("src", "srcset") and not value.strip().lower().startswith(LOCAL_IMAGE_PREFIXES):
+    """Images only from the mail itself; data: URLs only as images (a data:text/html link
+    carries a whole page, script included)."""
+    url = value.strip().lower()
+    if tag == "img" and attribute in ("src", "srcset"):
+        return value if url.startswith(LOCAL_IMAGE_PREFIXES) else None
+    if url.startswith("data:"):
         return None
     return value
 

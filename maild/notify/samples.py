@@ -42,17 +42,27 @@ def sample_context(cfg: Config, recipient_kind: str = "customer") -> dict[str, A
 
 
 def render_all_templates(cfg: Config) -> list[str]:
+    """Problems of the built-in templates, the admin's overrides, and every template a rule's
+    auto_reply names."""
+    override = cfg.path(cfg.templates_dir) if cfg.templates_dir else None
+    if override is not None and not override.is_dir():
+        return [f"{cfg.source}: templates_dir: {override} is not a folder"]
     try:
-        renderer = TemplateRenderer(cfg.path(cfg.templates_dir) if cfg.templates_dir else None)
+        renderer = TemplateRenderer(override)
     except FileNotFoundError as e:
         return [f"{cfg.source}: templates: {e}"]
     problems = []
-    for kind in TEMPLATE_KINDS:
+    auto_replies = [str(r.then["auto_reply"]) for r in cfg.rules if r is not None and r.then.get("auto_reply")]
+    for kind in (*TEMPLATE_KINDS, *dict.fromkeys(auto_replies)):
         for recipient_kind in RECIPIENT_KINDS:
             try:
                 renderer.render(kind, sample_context(cfg, recipient_kind))
             except jinja2.TemplateSyntaxError as e:
                 problems.append(f"{e.filename or kind}:{e.lineno}: template syntax error: {e.message}")
+                break
+            except jinja2.TemplateNotFound as e:
+                problems.append(f"{cfg.source}: template {e.name!r} not found in "
+                                f"{override or 'the built-in templates'}")
                 break
             except jinja2.TemplateError as e:
                 problems.append(f"template {kind}.j2 (to a {recipient_kind}): {type(e).__name__}: {e}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from maild.config import Config, RuleConfig
+from maild.config import ADDRESS_RE, Config, RuleConfig
 from maild.rules.commands import PRIORITIES, TYPES, Change, FieldChange, FollowChange, TagChange
 
 WHEN_LIST_KEYS = ("mailbox", "from", "from_domain", "organization", "contract", "type", "tag", "priority", "event")
@@ -115,6 +115,8 @@ def check_rules(cfg: Config) -> list[str]:
                     continue
                 if key == "follow":
                     problems += [f"{path}: {v!r} is not a configured agent" for v in values if cfg.agent(v) is None]
+                if key == "notify":
+                    problems += [f"{path}: {v!r} is not an email address" for v in values if not ADDRESS_RE.match(v)]
             elif not isinstance(value, str):
                 problems.append(f"{path}: expected a string, got {value!r}")
             elif key == "team" and value not in teams:
