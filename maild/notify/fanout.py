@@ -17,8 +17,10 @@ from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_
 from maild.runtime import Runtime
 from maild.store.models import Case, Event, Post
 
-# The event that names a mail, most telling first; the rest are listed as changes.
+# The event that names a mail (and its template), most telling first; the rest are listed.
 MAIN_EVENTS = ("post_public", "post_internal", "case_created")
+CHANGE_EVENTS = ("sla_breached", "sla_warning", "closed", "stage_changed", "assigned", "queue_changed",
+                 "priority_changed", "due_changed", "tags_changed", "attachment_added", "attachment_removed")
 
 
 @dataclass
@@ -54,10 +56,10 @@ def audiences(rt: Runtime, case: Case, events: list[Event], post: Post | None,
 
 
 def change_lines(events: list[Event]) -> list[dict[str, Any]]:
-    """The changes a mail lists, as plain data for templates."""
+    """The changes a mail lists, as plain data for templates (the closing is told by its stage)."""
     lines = []
     for e in events:
-        if e.kind in MAIN_EVENTS or e.kind == "closed":
+        if e.kind in MAIN_EVENTS or (e.kind == "closed" and any(x.kind == "stage_changed" for x in events)):
             continue
         lines.append({"kind": e.kind, "actor": e.actor, **e.data})
     return lines
@@ -70,7 +72,7 @@ def queue_notifications(session: Session, rt: Runtime, case: Case, events: list[
     sent = []
     for share in audiences(rt, case, events, post, extra):
         kinds = [e.kind for e in share.events]
-        main = next((k for k in MAIN_EVENTS if k in kinds), "case_updated")
+        main = next((k for k in (*MAIN_EVENTS, *CHANGE_EVENTS) if k in kinds), "case_updated")
         by_agent_publicly = main == "post_public" and post is not None and post.author_kind == "agent"
         to_customer = share.recipient.kind == "customer"
         mail = CaseMail(

@@ -12,7 +12,9 @@ import jinja2
 from maild.config import Config
 from maild.notify.render import TemplateRenderer
 
-TEMPLATE_KINDS = ("case_created", "post_public", "post_internal", "case_updated", "command_errors", "forward")
+TEMPLATE_KINDS = ("case_created", "post_public", "post_internal", "case_updated", "command_errors", "forward",
+                  "stage_changed", "queue_changed", "assigned", "tags_changed", "attachment_added",
+                  "attachment_removed", "priority_changed", "due_changed", "sla_warning", "sla_breached", "closed")
 RECIPIENT_KINDS = ("customer", "agent")
 
 
@@ -67,4 +69,4 @@ def render_all_templates(cfg: Config) -> list[str]:
             except jinja2.TemplateError as e:
                 problems.append(f"template {kind}.j2 (to a {recipient_kind}): {type(e).__name__}: {e}")
                 break
-    return problems
+    return list(dict.fromkeys(problems))  # a broken base template is one problem, not one per child
