@@ -138,6 +138,57 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class FieldConfig:
+    """A custom field of contacts (`[[contact_fields]]`) or organizations (`[[org_fields]]`)."""
+
+    name: str
+    type: Literal["text", "number", "date", "choice", "bool"] = "text"
+    choices: list[str] = field(default_factory=list)
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Business hours: weekday (mon..sun) -> "09:00-18:00" (several ranges: "09:00-12:00,13:00-17:00")."""
+
+    name: str
+    timezone: str = "UTC"
+    hours: dict[str, str] = field(default_factory=dict)
+    holidays: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ContractConfig:
+    """A contract: who serves the client, on which calendar, with which targets. `sla` maps a
+    priority to {first_response, resolution} and optional per-type overrides of the same form."""
+
+    name: str
+    team: str | None = None
+    agent: str | None = None
+    tag: str | None = None
+    calendar: str = "24x7"
+    rating: int = 0
+    sla: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    """Targets for cases without a contract, in the form of a contract's; and what a breach does."""
+
+    calendar: str = "24x7"
+    targets: dict[str, dict[str, object]] = field(default_factory=dict)
+    raise_priority_on_breach: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """A saved contact filter: the options of `maild contact list` by name."""
+
+    name: str
+    filters: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RuleConfig:
     """`[[rules]]`: checked and compiled by maild.rules.routing (see its docstring for keys)."""
 
@@ -166,6 +217,12 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     rules: list[RuleConfig] = field(default_factory=list)
+    contact_fields: list[FieldConfig] = field(default_factory=list)
+    org_fields: list[FieldConfig] = field(default_factory=list)
+    calendars: list[CalendarConfig] = field(default_factory=list)
+    contracts: list[ContractConfig] = field(default_factory=list)
+    sla: SlaConfig = field(default_factory=SlaConfig)
+    segments: list[SegmentConfig] = field(default_factory=list)
     templates_dir: str | None = None
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
     source: str = field(default="<embedded defaults>", metadata={"internal": True})
@@ -181,6 +238,9 @@ class Config:
             if m.address.lower() == address:
                 return m
         return None
+
+    def contract(self, name: str) -> ContractConfig | None:
+        return next((c for c in self.contracts if c is not None and c.name.casefold() == name.casefold()), None)
 
     def agent(self, address: str) -> AgentConfig | None:
         address = address.lower()
@@ -355,11 +415,15 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
     if "://" not in cfg.outbound.url or scheme not in ("smtp", "smtp+starttls", "smtps", "maildir"):
         problems.append(f"outbound.url: {cfg.outbound.url!r} must start with smtp://, smtp+starttls://, "
                         "smtps:// or maildir://")
+    from maild.crm.fields import check_field_configs
     from maild.notify.audiences import check_notify_config
     from maild.rules.routing import check_rules
+    from maild.rules.sla import check_sla_config
 
     problems += check_notify_config(cfg)
     problems += check_rules(cfg)
+    problems += check_field_configs(cfg)
+    problems += check_sla_config(cfg)
     db = cfg.database.url
     if not (db.startswith("sqlite:") or db.startswith("postgresql")):
         problems.append(f"database.url: {db!r} must be a sqlite:/// or postgresql+psycopg:// URL")

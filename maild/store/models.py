@@ -92,6 +92,8 @@ class Contact(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_mail_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     organization: Mapped[Organization | None] = relationship()
+    tags: Mapped[list[ContactTag]] = relationship(cascade="all, delete-orphan", order_by="ContactTag.tag")
+    notes: Mapped[list[ContactNote]] = relationship(cascade="all, delete-orphan", order_by="ContactNote.id")
 
 
 class Case(Base):
@@ -109,6 +111,15 @@ class Case(Base):
     requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), index=True)
     linked_case: Mapped[int | None] = mapped_column(ForeignKey("cases.number"))
+    contract: Mapped[str | None] = mapped_column(String(255), index=True)
+    first_response_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # SLA clocks as data, so timers survive restarts: when to warn, and what was already said.
+    first_response_warn_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolution_warn_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sla_events_sent: Mapped[list] = mapped_column(JSON, default=list)  # e.g. ["resolution:sla_warning"]
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sla_remaining: Mapped[dict] = mapped_column(JSON, default=dict)  # clock -> business seconds left, while paused
     root_cause: Mapped[str | None] = mapped_column(Text)
     closed_reason: Mapped[str | None] = mapped_column(Text)
     fields: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -129,6 +140,36 @@ class Case(Base):
     )
     posts: Mapped[list[Post]] = relationship(back_populates="case", order_by="Post.id")
     history: Mapped[list[HistoryEntry]] = relationship(order_by="HistoryEntry.id")
+
+
+class ContactTag(Base):
+    __tablename__ = "contact_tags"
+    __table_args__ = (UniqueConstraint("contact_id", "tag"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(String(128), index=True)
+    color: Mapped[str | None] = mapped_column(String(32))
+
+
+class ContactNote(Base):
+    __tablename__ = "contact_notes"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ContractClient(Base):
+    """An organization or a contact in a contract (contracts themselves live in the config)."""
+
+    __tablename__ = "contract_clients"
+    __table_args__ = (UniqueConstraint("contract", "organization_id", "contact_id", name="uq_contract_clients"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contract: Mapped[str] = mapped_column(String(255), index=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class CaseParticipant(Base):
