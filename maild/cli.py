@@ -301,3 +301,12 @@ def outbox_list(config_path: str | None, status: str | None, limit: int, as_json
         case = f"#{m['case']}" if m["case"] else "-"
         click.echo(f"{m['created_at'][:19]} {m['status']:<8} {case:<7} {m['kind']:<14} {m['recipient']}"
                    + (f"  ({m['attempts']} attempts: {m['last_error']})" if m["last_error"] else ""))
+
+
+def _register_subcommands() -> None:
+    from maild.cli_contracts import contract
+
+    main.add_command(contract)
+
+
+_register_subcommands()

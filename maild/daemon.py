@@ -59,6 +59,23 @@ def schedule_poller(scheduler: AsyncIOScheduler, poller: ImapPoller) -> None:
                       coalesce=True, misfire_grace_time=None, id=poller.state_key, name=poller.state_key)
 
 
+SLA_TIMER_SECONDS = 30
+
+
+async def run_sla_timer(receiver: Receiver) -> None:
+    """Escalations go through the writer thread, like mail: one writer, ordered commits."""
+    from maild.notify.escalation import raise_due_sla_events
+
+    rt = receiver.runtime
+    try:
+        raised = await receiver.writer.run(lambda session: raise_due_sla_events(session, rt))
+    except Exception as e:  # the database may be briefly away; the next run catches up
+        log.error("sla timer failed", error=str(e))
+        return
+    if raised:
+        log.info("sla events raised", count=raised)
+
+
 async def serve(config_path: str | None) -> None:
     cfg = load_config(config_path)
     engine = make_engine(database_url(cfg))
@@ -80,6 +97,8 @@ async def serve(config_path: str | None) -> None:
     scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
     for poller in pollers:
         schedule_poller(scheduler, poller)
+    scheduler.add_job(run_sla_timer, "interval", args=[receiver], seconds=SLA_TIMER_SECONDS, max_instances=1,
+                      coalesce=True, next_run_time=datetime.now(UTC), id="sla-timer")
     scheduler.start()
     stop = asyncio.Event()
 

@@ -6,9 +6,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from maild.config import Config
 from maild.notify.render import TemplateRenderer
+from maild.rules.calendar import calendars_by_name
 from maild.rules.senders import TxtLookup, dns_txt_lookup
 from maild.store.blobs import BlobStore, DryRunBlobStore
 from maild.threading.tokens import load_or_create_secret
@@ -26,6 +28,7 @@ class Runtime:
     attachment_store: BlobStore
     renderer: TemplateRenderer
     txt_lookup: TxtLookup  # DNS TXT for DKIM keys
+    calendars: dict[str, Any]  # name -> rules.calendar.BusinessCalendar, "24x7" included
     clock: Callable[[], datetime] = utc_now
 
     @property
@@ -54,5 +57,6 @@ def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now, *, dr
         attachment_store=store(data / "attachments"),
         renderer=TemplateRenderer(templates),
         txt_lookup=dns_txt_lookup(config.auth.dns_servers),
+        calendars=calendars_by_name([c for c in config.calendars if c is not None]),
         clock=clock,
     )

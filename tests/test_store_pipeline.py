@@ -2,84 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import email
 import email.policy
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
 
-from maild.config import AgentConfig, Config, MailboxConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
+from maild.config import OrganizationsConfig, ProtectionConfig
 from maild.ingest.parse import parse_message
-from maild.ingest.pipeline import Outcome, ingest_message
+from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
-from maild.runtime import Runtime, build_runtime
-from maild.store.db import make_sessionmaker, schema_is_current
-from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, OutboxMail, Post
+from maild.store.db import schema_is_current
+from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
 from maild.store.outbox import claim_due, mark_failed
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
 from tests.support.faults import break_inserts
-
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-
-
-def mail(frm: str, subject: str, body: str = "Hello", *, to: str = "support@example.com",
-         msgid: str | None = None, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", f"Subject: {subject}",
-             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8"]
-    if msgid:
-        lines.append(f"Message-ID: <{msgid}>")
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
-
-
-class Desk:
-    """The pipeline with a clock we move, on one database."""
-
-    def __init__(self, engine: Engine, tmp: Path, **overrides: object):
-        cfg = Config(
-            mailboxes=[MailboxConfig("support@example.com", "support"),
-                       MailboxConfig("billing@example.com", "billing")],
-            teams=[TeamConfig("support"), TeamConfig("billing")],  # no team mail: outbox holds customer mail
-            agents=[AgentConfig("alice@example.com", "Alice", "manager")],
-            base_dir=tmp,
-        )
-        cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
-        self.now = T0
-        self.rt: Runtime = build_runtime(cfg, clock=lambda: self.now)
-        self.sessions = make_sessionmaker(engine)
-
-    def ingest(self, raw: bytes, rcpts: tuple[str, ...] = ("support@example.com",),
-               mail_from: str | None = "x@client.test") -> Outcome:
-        msg = parse_message(raw)
-        (delivery,) = deliveries_for(self.rt, list(rcpts), mail_from, "smtp")
-        with self.sessions() as s, s.begin():
-            out = ingest_message(s, msg, delivery, self.rt)
-        self.now += timedelta(seconds=1)
-        return out
-
-    def q(self, fn: Callable[[Session], object]) -> object:
-        with self.sessions() as s:
-            return fn(s)
-
-    def case(self, n: int) -> Case:
-        with self.sessions() as s:
-            c = s.get(Case, n)
-            assert c is not None
-            _ = (c.requester, c.organization, c.participants, [p.contact for p in c.participants],
-                 c.posts, [p.attachments for p in c.posts], c.history)
-            return c
-
-    def outbox(self) -> list[OutboxMail]:
-        with self.sessions() as s:
-            return list(s.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+from tests.support.pipeline_desk import T0, Desk, mail
 
 
 @pytest.fixture

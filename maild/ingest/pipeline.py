@@ -47,6 +47,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
+from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
 from maild.threading.subject import CASE_TAG_RE, strip_prefixes
@@ -157,8 +158,13 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
         events.append(case_store.record_event(session, case, "post_public", sender.email, now, post=post.id))
         events += _attachment_events(session, case, post, sender.email, now)
 
+    if created:
+        events += apply_contract(session, rt.config, case, now)
     routed = apply_rules(session, rt, case, events, post=post, sender=sender.email)
     events += routed.events
+    if created:
+        start_sla(rt.config, rt.calendars, case)
+    follow_sla(session, rt.config, rt.calendars, case, events, post, now)
     template = routed.auto_replies.pop("case_created", None) or "case_created"
     ack = acknowledge_case(session, rt, case, msg, classification, template=template) if created else None
     notified = []
@@ -292,6 +298,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
                                  actor=actor, via="mail", now=now)
     routed = apply_rules(session, rt, case, events, post=post, sender=actor)
     events += routed.events
+    follow_sla(session, rt.config, rt.calendars, case, events, post, now)
     case.updated_at = now
     for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
         _queue_forward(session, rt, case, forward, agent)
@@ -355,6 +362,7 @@ def update_case(session: Session, rt: Runtime, case: Case, commands: list[Comman
     events += detach_attachments(session, case, detach, actor=actor_id, via=via, now=now)
     routed = apply_rules(session, rt, case, events, post=None, sender=actor_id)
     events += routed.events
+    follow_sla(session, rt.config, rt.calendars, case, events, None, now)
     for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
         _queue_forward(session, rt, case, forward, actor)
     queue_notifications(session, rt, case, events, post=None, in_reply_to=None, actor_name=actor.name,
