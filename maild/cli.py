@@ -156,26 +156,55 @@ def case() -> None:
     pass
 
 
-@case.command("list", help="List cases.")
+@case.command("list", help="List cases: open ones first, by contract rating, priority and due date.")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON list.")
-@click.option("--stage", default=None, help="Only cases in this stage.")
-def case_list(config_path: str | None, as_json: bool, stage: str | None) -> None:
-    from maild.store.models import Case
-    from maild.store.views import case_summary
+@click.option("--stage", help="Only cases in this stage.")
+@click.option("--open", "only_open", is_flag=True, help="Only new, open and pending cases.")
+@click.option("--queue", help="Only this team's cases.")
+@click.option("--assignee", help="Only cases assigned to this agent ('none': unassigned).")
+@click.option("--organization", help="Only cases of this organization (name or domain).")
+@click.option("--contract", help="Only cases under this contract.")
+@click.option("--tag", help="Only cases with this tag.")
+@click.option("--overdue", is_flag=True, help="Only open cases past a due date.")
+def case_list(config_path: str | None, as_json: bool, stage: str | None, only_open: bool, queue: str | None,
+              assignee: str | None, organization: str | None, contract: str | None, tag: str | None,
+              overdue: bool) -> None:
+    from maild.runtime import utc_now
+    from maild.store.contracts import OPEN_STAGES, find_organization
+    from maild.store.models import Case, CaseTag
+    from maild.store.views import case_summary, queue_order
 
     cfg = _load_for_reading(config_path)
     with Session(_engine(cfg)) as session:
-        q = select(Case).order_by(Case.number)
+        q = select(Case)
         if stage:
             q = q.where(Case.stage == stage)
-        cases = [case_summary(c) for c in session.scalars(q)]
+        if only_open or overdue:
+            q = q.where(Case.stage.in_(OPEN_STAGES))
+        if queue:
+            q = q.where(Case.queue == queue)
+        if assignee:
+            q = q.where(Case.assignee.is_(None) if assignee == "none" else Case.assignee == assignee.lower())
+        if organization:
+            org = find_organization(session, organization)
+            q = q.where(Case.organization_id == (org.id if org else -1))
+        if contract:
+            q = q.where(Case.contract == contract)
+        if tag:
+            q = q.where(Case.number.in_(select(CaseTag.case_number).where(CaseTag.tag == tag.lower())))
+        if overdue:
+            now = utc_now()
+            q = q.where(((Case.due_at <= now) & Case.resolved_at.is_(None))
+                        | ((Case.first_response_due_at <= now) & Case.first_response_at.is_(None)))
+        cases = [case_summary(c) for c in queue_order(list(session.scalars(q)), cfg)]
     if as_json:
         _print_json(cases)
         return
     for c in cases:
-        click.echo(f"#{c['number']:<6} {c['stage']:<9} {c['queue'] or '-':<12} "
-                   f"{c['requester']['email']:<30} {c['subject']}")
+        due = (c["due_at"] or "")[:16]
+        click.echo(f"#{c['number']:<6} {c['stage']:<9} {c['priority']:<7} {c['queue'] or '-':<10} "
+                   f"{c['contract'] or '-':<10} {due:<16} {c['requester']['email']:<28} {c['subject']}")
 
 
 @case.command("show", help="Show one case with its posts and history.")

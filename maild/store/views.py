@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from maild.config import Config
 from maild.store.models import Case, Contact, Organization, OutboxMail
+
+PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+OPEN_STAGES = ("new", "open", "pending")
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -38,6 +43,9 @@ def case_summary(c: Case) -> dict[str, Any]:
         "participants": [contact_data(p.contact) for p in c.participants],
         "followers": [f.address for f in c.followers],
         "linked_case": c.linked_case,
+        "contract": c.contract,
+        "first_response_at": _time(c.first_response_at),
+        "resolved_at": _time(c.resolved_at),
         "root_cause": c.root_cause,
         "closed_reason": c.closed_reason,
         "fields": c.fields or {},
@@ -76,3 +84,16 @@ def outbox_data(m: OutboxMail) -> dict[str, Any]:
             "message_id": m.message_id, "status": m.status, "attempts": m.attempts,
             "last_error": m.last_error, "created_at": _time(m.created_at), "sent_at": _time(m.sent_at),
             "next_attempt_at": _time(m.next_attempt_at) if m.status == "pending" else None}
+
+
+def queue_order(cases: list[Case], cfg: Config) -> list[Case]:
+    """Open cases first: higher contract rating, then higher priority, then the earlier due
+    date (SPEC §8); then the rest by number."""
+    def key(c: Case) -> tuple[object, ...]:
+        if c.stage not in OPEN_STAGES:
+            return (1, 0, 0, FAR_FUTURE, c.number)
+        contract = cfg.contract(c.contract) if c.contract else None
+        due = min([d for d in (c.due_at, c.first_response_due_at if c.first_response_at is None else None) if d],
+                  default=FAR_FUTURE)
+        return (0, -(contract.rating if contract else 0), PRIORITY_RANK.get(c.priority, 9), due, c.number)
+    return sorted(cases, key=key)
