@@ -98,7 +98,7 @@ async def serve(config_path: str | None) -> None:
     for poller in pollers:
         schedule_poller(scheduler, poller)
     scheduler.add_job(run_sla_timer, "interval", args=[receiver], seconds=SLA_TIMER_SECONDS, max_instances=1,
-                      coalesce=True, next_run_time=datetime.now(UTC), id="sla-timer")
+                      coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC), id="sla-timer")
     scheduler.start()
     stop = asyncio.Event()
 

@@ -28,3 +28,5 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # APScheduler's "run time was missed" after a pause is noise: our jobs catch up by design.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

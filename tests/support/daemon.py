@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,13 +86,15 @@ class Daemon:
         cfg = write_config(folder, db_url=db_url, outbound_url=outbound_url, smtp_port=port, **kw)
         return cls(folder, cfg, port)
 
-    def start(self, timeout: float = 30.0) -> None:
-        args = [sys.executable, "-m", "maild", "run"]
+    def start(self, timeout: float = 30.0, prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`prefix`/`env`: e.g. faketime, to run the daemon at another time of day."""
+        args = [*(prefix or []), sys.executable, "-m", "maild", "run"]
         if self.config:
             args += ["--config", str(self.config)]
-        env = {k: v for k, v in os.environ.items() if k != "MAILD_CONFIG"}
+        env = {**{k: v for k, v in os.environ.items() if k != "MAILD_CONFIG"}, **(env or {})}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(args, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -105,13 +108,20 @@ class Daemon:
         raise RuntimeError(f"maild did not answer SMTP in {timeout}s:\n{self.log()}")
 
     def stop(self) -> int | None:
+        """SIGTERM to the daemon's process group (a wrapper such as faketime may sit in front)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):  # wait for stragglers of the group
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    os.killpg(self.proc.pid, 0)
+                    time.sleep(0.05)
         return self.proc.returncode if self.proc else None
 
     def log(self) -> str:
