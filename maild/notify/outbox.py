@@ -19,7 +19,7 @@ log = structlog.get_logger("maild.outbox")
 
 BACKOFF_FIRST = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
-IDLE_POLL_SECONDS = 5.0
+IDLE_POLL_SECONDS = 1.0  # mail queued by other processes (the CLI) waits at most this long
 
 
 def backoff(attempts: int) -> timedelta:
