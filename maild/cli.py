@@ -334,8 +334,13 @@ def outbox_list(config_path: str | None, status: str | None, limit: int, as_json
 
 def _register_subcommands() -> None:
     from maild.cli_contracts import contract
+    from maild.cli_crm import contact, org
+    from maild.cli_report import report
 
     main.add_command(contract)
+    main.add_command(contact)
+    main.add_command(org)
+    main.add_command(report)
 
 
 _register_subcommands()

@@ -40,6 +40,15 @@ def mailbox_name(rt: Runtime, case: Case) -> str:
     return (mailbox.name if mailbox and mailbox.name else None) or "Support"
 
 
+def _stream(session: Session, case_number: int) -> list[str]:
+    """The case's Message-IDs for References, read once a transaction (a new case's mails
+    would otherwise query it once each)."""
+    cache: dict[int, list[str]] = session.info.setdefault("maild.stream_ids", {})
+    if case_number not in cache:
+        cache[case_number] = stream_message_ids(session, case_number)
+    return cache[case_number]
+
+
 def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -> str:
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
     customer side's for customers and the recipient's own for agents."""
@@ -52,7 +61,7 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -
     rendered = rt.renderer.render(mail.template, context)
     now = rt.clock()
     message_id = new_message_id(rt.config.server.hostname)
-    references = stream_message_ids(session, case.number)
+    references = list(_stream(session, case.number))
     if mail.in_reply_to and mail.in_reply_to not in references:
         references.append(mail.in_reply_to)
     files = [(a.filename, a.content_type, rt.attachment_store.get(a.sha256)) for a in mail.attachments]
@@ -62,6 +71,7 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -
         html=rendered.html, message_id=message_id, in_reply_to=mail.in_reply_to, references=references, now=now,
         auto_submitted=mail.auto_submitted, attachments=files,
     )
+    _stream(session, case.number).append(message_id)
     enqueue_mail(session, case_number=case.number, message_id=message_id, kind=mail.template,
                  mail_from=case.mailbox, recipient=rcpt.email, raw=raw, automatic=mail.auto_submitted is not None,
                  now=now)
