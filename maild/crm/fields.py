@@ -20,7 +20,17 @@ class FieldValueError(ValueError):
 
 
 def check_field_configs(cfg: Config) -> list[str]:
+    """Custom field declarations, and the saved segments that filter on them."""
+    from maild.crm.contacts import CrmError, filter_from
+
     problems = []
+    for i, segment in enumerate(cfg.segments):
+        if segment is None:
+            continue
+        try:
+            filter_from(dict(segment.filters), f"segments[{i}] ({segment.name!r}).filters: ")
+        except CrmError as e:
+            problems.append(str(e))
     for section, fields in (("contact_fields", cfg.contact_fields), ("org_fields", cfg.org_fields)):
         seen: set[str] = set()
         for i, f in enumerate(fields):

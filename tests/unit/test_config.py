@@ -113,3 +113,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_values_are_refused(tmp_path: Path, snippet: str, expected: str) -> None:
     text = "\n".join(problems_of(write(tmp_path, snippet + "\n[[teams]]\nname = \"support\"\n")))
     assert expected in text
+
+
+def test_a_saved_segment_with_an_unknown_filter_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[segments]]\nname = "vip"\nfilters = { colour = "red", state = "asleep" }\n')
+    text = "\n".join(problems_of(path))
+    assert "segments[0] ('vip').filters: unknown filter 'colour'" in text
