@@ -127,7 +127,7 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, 
 def _accept_relay_user(server: object, session: object, envelope: object, mechanism: str,
                        data: object) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"relay", b"s3cret")
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
 
 
 def test_starttls_with_login(engine: Engine, clock: Clock, tls_files: tuple[ssl.SSLContext, Path]) -> None:
@@ -157,5 +157,34 @@ def test_implicit_tls(engine: Engine, clock: Clock, tls_files: tuple[ssl.SSLCont
         worker(engine, SmtpTransport(f"smtps://127.0.0.1:{sink.port}", None, 5), clock).deliver_due()
         row = rows(engine)[1]
         assert row.status == "pending" and "CERTIFICATE_VERIFY_FAILED" in row.last_error
+    finally:
+        sink.stop()
+
+
+def test_a_pass_shares_one_connection_and_a_refused_recipient_does_not_spoil_it(engine: Engine, sink: Sink,
+                                                                                clock: Clock) -> None:
+    for who in ("a@acme.test", "gone@acme.test", "b@acme.test", "c@acme.test"):
+        queue_one(engine, who)
+    sink.refuse_rcpt = {"gone@acme.test"}
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    assert w.deliver_due() == 4
+    assert sink.connections == 1
+    assert sorted(r for c in sink.caught for r in c.rcpt_tos) == ["a@acme.test", "b@acme.test", "c@acme.test"]
+    states = {r.recipient: (r.status, r.last_error) for r in rows(engine)}
+    assert states["gone@acme.test"] == ("failed", "550 5.1.1 no such user here")
+    assert states["c@acme.test"] == ("sent", None)
+
+
+def test_a_wrong_relay_password_keeps_the_mail(engine: Engine, clock: Clock,
+                                               tls_files: tuple[ssl.SSLContext, Path]) -> None:
+    server_ctx, ca_file = tls_files
+    sink = Sink(tls_context=server_ctx, require_starttls=True, authenticator=_accept_relay_user, auth_require_tls=True)
+    sink.start()
+    try:
+        queue_one(engine)
+        transport = SmtpTransport(f"smtp+starttls://relay:wrong@127.0.0.1:{sink.port}", None, 5, ca_file)
+        worker(engine, transport, clock).deliver_due()
+        (row,) = rows(engine)
+        assert row.status == "pending" and "relay login refused" in row.last_error
     finally:
         sink.stop()

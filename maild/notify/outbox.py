@@ -62,23 +62,33 @@ class OutboxWorker:
         return max(0.05, min(IDLE_POLL_SECONDS, (due - self.clock()).total_seconds()))
 
     def deliver_due(self, limit: int = 20) -> int:
-        """One pass: claim due mails, send each, record the result. Returns how many were tried."""
+        """One pass: claim due mails, send them over one connection, record every result in one
+        transaction. Returns how many were tried. A crash after sending and before recording
+        sends those again once the claim's lease runs out: at least once, never lost; the
+        stable Message-ID lets the receiving side see the repeat."""
         with self.sessions() as session, session.begin():
             claimed = [(r.id, r.mail_from, r.recipient, r.raw, r.attempts, r.message_id)
                        for r in claim_due(session, self.clock(), limit)]
-        for row_id, mail_from, recipient, raw, attempts, message_id in claimed:
-            try:
-                self.transport.send(mail_from, recipient, raw)
-            except DeliveryError as e:
-                permanent = e.permanent or attempts + 1 >= self.max_attempts
-                retry_at = self.clock() + backoff(attempts + 1)
-                with self.sessions() as session, session.begin():
-                    mark_failed(session, row_id, str(e), permanent=permanent, retry_at=retry_at)
-                log.warning("delivery failed", message_id=message_id, recipient=recipient, error=str(e),
-                            permanent=permanent, attempt=attempts + 1,
-                            retry_at=None if permanent else retry_at.isoformat())
-                continue
-            with self.sessions() as session, session.begin():
-                mark_sent(session, row_id, self.clock())
-            log.info("mail sent", message_id=message_id, recipient=recipient)
+        if not claimed:
+            return 0
+        results: list[tuple[int, DeliveryError | None, int]] = []
+        with self.transport.batch():
+            for row_id, mail_from, recipient, raw, attempts, message_id in claimed:
+                try:
+                    self.transport.send(mail_from, recipient, raw)
+                except DeliveryError as e:
+                    results.append((row_id, e, attempts))
+                    log.warning("delivery failed", message_id=message_id, recipient=recipient, error=str(e),
+                                permanent=e.permanent or attempts + 1 >= self.max_attempts, attempt=attempts + 1)
+                    continue
+                results.append((row_id, None, attempts))
+                log.info("mail sent", message_id=message_id, recipient=recipient)
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            for row_id, error, attempts in results:
+                if error is None:
+                    mark_sent(session, row_id, now)
+                else:
+                    permanent = error.permanent or attempts + 1 >= self.max_attempts
+                    mark_failed(session, row_id, str(error), permanent=permanent, retry_at=now + backoff(attempts + 1))
         return len(claimed)

@@ -6,11 +6,14 @@ way an MTA sorts 4xx and 5xx.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import smtplib
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -27,6 +30,10 @@ class DeliveryError(Exception):
 class Transport(Protocol):
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None: ...
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Within it, sends may share one connection."""
+        ...
+
 
 class MaildirTransport:
     """Writes each mail into `new/` of a Maildir, so a person can read what would be sent."""
@@ -35,6 +42,9 @@ class MaildirTransport:
         self.root = root
         for sub in ("tmp", "new", "cur"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
         name = f"{time.time_ns()}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
@@ -61,6 +71,8 @@ class SmtpTransport:
         self.password = unquote(parts.password) if parts.password else password
         self.timeout = timeout
         self.ca_file = ca_file
+        self._client: smtplib.SMTP | None = None
+        self._batching = False
 
     def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -74,21 +86,66 @@ class SmtpTransport:
             client.starttls(context=self._tls())
         return client
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One connection for a pass of the outbox, not one a mail."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            self._close()
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                client.quit()
+
+    def _session(self) -> smtplib.SMTP:
+        if self._client is None:
+            client = self._connect()
+            if self.user:
+                client.login(self.user, self.password or "")
+            self._client = client
+        return self._client
+
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
         try:
-            with self._connect() as client:
-                if self.user:
-                    client.login(self.user, self.password or "")
+            client = self._session()
+            try:
                 client.sendmail(mail_from, [recipient], raw)
+            except smtplib.SMTPRecipientsRefused:
+                with contextlib.suppress(OSError, smtplib.SMTPException):
+                    client.rset()  # the connection serves the next mail of the batch
+                raise
         except smtplib.SMTPRecipientsRefused as e:
+            self._drop_unless_batching()
             code, text = next(iter(e.recipients.values()))
             raise DeliveryError(f"{code} {text.decode(errors='replace')}", permanent=code >= 500) from e
+        except smtplib.SMTPAuthenticationError as e:
+            self._drop()  # our relay password is wrong: keep the mail until the config is fixed
+            raise DeliveryError(f"relay login refused: {e.smtp_code} {e.smtp_error!r}", permanent=False) from e
         except smtplib.SMTPResponseException as e:
+            self._drop()
             err = e.smtp_error
             msg = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
             raise DeliveryError(f"{e.smtp_code} {msg}", permanent=e.smtp_code >= 500) from e
         except (OSError, smtplib.SMTPException) as e:
+            self._drop()
             raise DeliveryError(f"{self.host}:{self.port}: {type(e).__name__}: {e}", permanent=False) from e
+        self._drop_unless_batching()
+
+    def _drop(self) -> None:
+        """After an error the connection's state is unknown: the next send opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                client.close()
+
+    def _drop_unless_batching(self) -> None:
+        if not self._batching:
+            self._close()
 
 
 def make_transport(cfg: Config) -> Transport:

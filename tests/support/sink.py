@@ -43,6 +43,8 @@ class Sink:
         self.lock = threading.Lock()
         # Answers for the next DATA commands, e.g. ["451 4.3.0 try later"]; empty: 250.
         self.answers: list[str] = []
+        self.refuse_rcpt: set[str] = set()  # these recipients get 550 at RCPT
+        self.connections = 0  # EHLOs seen: how many SMTP sessions were opened
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, ssl_context=ssl_context,
                                      **smtp_options)
 
@@ -51,6 +53,19 @@ class Sink:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        self.connections += 1
+        return responses
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address.lower() in self.refuse_rcpt:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
