@@ -106,7 +106,11 @@ class SmtpTransport:
         if self._client is None:
             client = self._connect()
             if self.user:
-                client.login(self.user, self.password or "")
+                try:
+                    client.login(self.user, self.password or "")
+                except BaseException:
+                    client.close()
+                    raise
             self._client = client
         return self._client
 
