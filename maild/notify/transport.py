@@ -83,7 +83,11 @@ class SmtpTransport:
                                     context=self._tls())
         client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         if self.scheme == "smtp+starttls":
-            client.starttls(context=self._tls())
+            try:
+                client.starttls(context=self._tls())
+            except BaseException:
+                client.close()
+                raise
         return client
 
     @contextlib.contextmanager
