@@ -42,6 +42,7 @@ def ingest_bounce(session: Session, msg: InboundMessage, stored: Message,
             contact.state = "bouncing"
     stored.case_number = number
     stored.matched_by = "references" if number else "none"
+    session.add(stored)
     if number is not None:
         case = session.get(Case, number)
         assert case is not None

@@ -29,7 +29,7 @@ from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
-from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
+from maild.notify.casemail import CaseMail, Recipient, queue_case_mail, start_stream
 from maild.notify.fanout import queue_notifications
 from maild.rules.commands import (
     Command,
@@ -97,7 +97,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:2000], classification=classification.kind, received_at=now)
-    session.add(stored)
+    # added to the session once its case is known: one INSERT, not an INSERT and an UPDATE
 
     if classification.kind == "bounce":
         return ingest_bounce(session, msg, stored, classification, rt)
@@ -107,11 +107,12 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     sender_address = msg.sender.address if msg.sender else (delivery.envelope_sender or "").lower()
     if not sender_address:
         stored.matched_by = match.rule
+        session.add(stored)
         return Outcome("ignored", None, match.rule, classification.kind, acknowledgement="none: no sender address")
-    sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now)
+    sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now,
+                            last_mail_at=now)
     if sender.state == "bouncing":
         sender.state = "active"  # it writes again
-    sender.last_mail_at = now
 
     speaker = identify_speaker(msg, match.token, cfg, rt.txt_lookup)
     case = session.get(Case, match.case_number) if match.case_number is not None else None
@@ -136,6 +137,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     created = case is None
     if case is None:
         case = _open_case(session, msg, delivery, sender, linked, now)
+        start_stream(session, case.number, [msg.message_id] if msg.message_id else [])
         events.append(case_store.record_event(session, case, "case_created", sender.email, now))
     elif case.stage in REOPENING_STAGES and sender.email in case_store.customer_addresses(session, case):
         # only the customer side reopens: not a stranger holding a token, nor an unauthenticated
@@ -148,6 +150,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     case.updated_at = now
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
+    session.add(stored)
 
     if rt.config.contacts.cc_participants:
         _add_cc_participants(session, msg, case, sender.email, rt)
@@ -184,7 +187,8 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
                 stage="new", type="question", priority="normal", requester=requester,
                 organization_id=requester.organization_id, linked_case=linked, fields={},
-                created_at=now, updated_at=now)
+                created_at=now, updated_at=now,
+                participants=[], tags=[], followers=[], posts=[], history=[])  # known empty: no lazy loads
     session.add(case)
     session.flush()  # the database hands out the case number
     return case
@@ -268,6 +272,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     actor = agent.email.lower()
     stored.case_number = case.number
     stored.matched_by = match.rule
+    session.add(stored)
     reply = extract_reply(msg.text, msg.html)
     if classification.kind == "normal":
         parsed = parse_reply_commands(reply.text)

@@ -15,6 +15,7 @@ from maild.ingest.parse import InboundMessage
 from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
 from maild.rules.loops import Classification, authentication_results
 from maild.runtime import Runtime
+from maild.store.contacts import unmailed_contacts
 from maild.store.models import Case, Contact
 from maild.store.outbox import count_sent_to
 
@@ -40,6 +41,8 @@ def recipient_refusal(session: Session, rt: Runtime, contact: Contact) -> str | 
     if contact.email in rt.mailbox_addresses or contact.email in rt.agent_addresses:
         return f"{contact.email} is one of our own addresses"
     now = rt.clock()
+    if contact.email in unmailed_contacts(session):
+        return None  # first seen in this transaction, and nothing queued to it yet
     if count_sent_to(session, contact.email, now - timedelta(hours=1),
                      kind="case_created") >= cfg.protection.ack_per_hour:
         return f"rate limit: {cfg.protection.ack_per_hour} acknowledgements an hour to {contact.email}"

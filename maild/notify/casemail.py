@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from maild.notify.compose import compose_mail, new_message_id
 from maild.runtime import Runtime
 from maild.store.cases import stream_message_ids
+from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
 from maild.threading.tokens import make_token, reply_address
@@ -49,6 +50,11 @@ def _stream(session: Session, case_number: int) -> list[str]:
     return cache[case_number]
 
 
+def start_stream(session: Session, case_number: int, message_ids: list[str]) -> None:
+    """A case opened in this transaction: its stream is what we just stored, no query needed."""
+    session.info.setdefault("maild.stream_ids", {})[case_number] = list(message_ids)
+
+
 def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -> str:
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
     customer side's for customers and the recipient's own for agents."""
@@ -72,6 +78,7 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -
         auto_submitted=mail.auto_submitted, attachments=files,
     )
     _stream(session, case.number).append(message_id)
+    unmailed_contacts(session).discard(rcpt.email)
     enqueue_mail(session, case_number=case.number, message_id=message_id, kind=mail.template,
                  mail_from=case.mailbox, recipient=rcpt.email, raw=raw, automatic=mail.auto_submitted is not None,
                  now=now)

@@ -33,17 +33,27 @@ def ensure_organization(session: Session, domain: str, settings: OrganizationsCo
     return org
 
 
+def unmailed_contacts(session: Session) -> set[str]:
+    """Addresses first seen in this transaction that no mail has been queued to yet: rate
+    limits need not ask the outbox about them."""
+    return session.info.setdefault("maild.unmailed_contacts", set())
+
+
 def ensure_contact(session: Session, address: str, name: str, settings: OrganizationsConfig,
-                   now: datetime) -> Contact:
+                   now: datetime, last_mail_at: datetime | None = None) -> Contact:
     """The contact of an address, created from its first mail and named from its From header."""
     address = address.lower()
     contact = session.scalars(select(Contact).where(Contact.email == address)).first()
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
         contact = Contact(email=address, name=name or "", organization=org, created_at=now,
-                          state="active", fields={})
+                          state="active", fields={}, last_mail_at=last_mail_at)
+        unmailed_contacts(session).add(address)
         session.add(contact)
         session.flush()
-    elif name and not contact.name:
-        contact.name = name
+    else:
+        if name and not contact.name:
+            contact.name = name
+        if last_mail_at is not None:
+            contact.last_mail_at = last_mail_at
     return contact

@@ -25,6 +25,8 @@ DONE_STAGES = ("resolved", "closed")
 def apply_contract(session: Session, cfg: Config, case: Case, now: datetime) -> list[Event]:
     """A new case takes its requester's (or organization's) best contract: its team, agent and
     tag, in the history under the contract's name."""
+    if not cfg.contracts:
+        return []
     contract = contract_for(session, cfg, case.requester)
     if contract is None:
         return []
