@@ -30,6 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     smtp_opts.add_argument("--per-connection", type=int, default=20, help="messages per connection (20)")
     smtp_opts.add_argument("--postgres", action="store_true", help="also run maild on PostgreSQL")
     smtp_opts.add_argument("--seed", type=int, default=42, help="seed of the generated mail (42)")
+    smtp_opts.add_argument("--preload", type=int, default=0, metavar="N",
+                           help="also run maild on a database already holding N cases (3 messages each)")
 
     parser = argparse.ArgumentParser(prog="python -m bench", parents=[common, smtp_opts],
                                      description="maild's ingest benchmark: SMTP against a do-nothing "
@@ -73,7 +75,7 @@ def main(argv: list[str]) -> int:
     if do_smtp:
         n = _size(args.messages if command == "smtp" else args.smtp_messages, args.quick, SMTP_MESSAGES, SMTP_QUICK)
         databases = ["sqlite", "postgresql"] if args.postgres else ["sqlite"]
-        smtp = run_smtp(n, args.concurrency, args.per_connection, databases, seed=args.seed)
+        smtp = run_smtp(n, args.concurrency, args.per_connection, databases, seed=args.seed, preload=args.preload)
         results["smtp"] = smtp
         runs = [smtp["do_nothing"], *smtp["maild"].values()]
         if any(f.get("failed") or not f.get("all_acks_delivered", True) or "error" in f for f in runs):

@@ -52,7 +52,7 @@ class Counts:
 class Desk:
     """One maild process on a fresh database, sending its mail to `outbound_port`."""
 
-    def __init__(self, database: str, outbound_port: int, extra_toml: str = "") -> None:
+    def __init__(self, database: str, outbound_port: int, extra_toml: str = "", preload: int = 0) -> None:
         self.database = database
         self.folder = Path(tempfile.mkdtemp(prefix="maild-bench-"))
         self.schema: str | None = None
@@ -66,6 +66,12 @@ class Desk:
         self.daemon = Daemon.with_config(self.folder, self.url, f"smtp://127.0.0.1:{outbound_port}",
                                          max_bytes=26_214_400, extra=PROTECTION_TOML + extra_toml)
         self._reader: Engine | None = None
+        self.baseline = Counts(0, 0, 0, 0, 0, 0)
+        if preload:
+            from bench.preload import preload_database
+
+            preload_database(self.url, preload)
+            self.baseline = self.counts()
 
     @staticmethod
     def _admin() -> Engine:
@@ -104,7 +110,9 @@ class Desk:
                 "(SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE recipient NOT LIKE :staff), "
                 "(SELECT count(*) FROM outbox WHERE status = 'pending'), "
                 "(SELECT count(*) FROM outbox WHERE status = 'failed')"), {"staff": f"%@{STAFF_DOMAIN}"}).one()
-        return Counts(*(int(v) for v in row))
+        base = self.baseline
+        return Counts(*(int(v) - b for v, b in zip(row, (base.messages, base.cases, base.outbox, base.acks,
+                                                           base.pending, base.failed), strict=True)))
 
     def log_tail(self) -> str:
         return self.daemon.log()

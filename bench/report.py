@@ -46,6 +46,8 @@ def smtp_lines(s: dict[str, Any]) -> list[str]:
             lines.append(f"{'maild (' + db + ')':<22} FAILED: {_last_line(f['error'])}")
         else:
             lines.append(_row(f"maild ({db})", f, f"{f['peak_rss_mb']:.0f} MB", f"{f['ratio']:.2f}"))
+            if "vs_empty" in f:
+                lines.append(f"  maild ({db}): {f['vs_empty']:.0%} of the rate on an empty database")
     lines.append("  loadgen/server: CPU of the load generator / of the server process, % of one core, "
                  "over the load's wall time")
     for db, f in s["maild"].items():

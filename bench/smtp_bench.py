@@ -46,12 +46,14 @@ def run_do_nothing(mails: list[Mail], concurrency: int, per_connection: int) -> 
 
 
 def run_maild(mails: list[Mail], concurrency: int, per_connection: int, database: str,
-              drain_timeout: float) -> dict[str, Any]:
+              drain_timeout: float, preload: int = 0) -> dict[str, Any]:
+    if preload:
+        say(f"smtp: preloading {preload:,} cases with {3 * preload:,} messages ({database})")
     say(f"smtp: {len(mails)} messages into maild ({database}), then waiting for its acknowledgements")
     sink = CountingServer(staff_domain=STAFF_DOMAIN).start()
     desk: Desk | None = None
     try:
-        desk = Desk(database, sink.port)
+        desk = Desk(database, sink.port, preload=preload)
         startup = desk.start()
         cpu0 = desk.cpu_seconds()
         result = send_all("127.0.0.1", desk.smtp_port, mails, concurrency, per_connection)
@@ -67,6 +69,7 @@ def run_maild(mails: list[Mail], concurrency: int, per_connection: int, database
             time.sleep(0.25)
         figures.update({
             "database": database,
+            "preloaded_cases": preload,
             "startup_s": round(startup, 2),
             "peak_rss_mb": round(desk.peak_rss_mb(), 1),
             "maild_cpu_s": round(desk.cpu_seconds(), 2),
@@ -91,7 +94,9 @@ def run_maild(mails: list[Mail], concurrency: int, per_connection: int, database
 
 
 def run_smtp(messages: int, concurrency: int, per_connection: int, databases: list[str], seed: int = 42,
-             drain_timeout: float = 120.0) -> dict[str, Any]:
+             drain_timeout: float = 120.0, preload: int = 0) -> dict[str, Any]:
+    """Do-nothing, then maild on each database; with `preload`, maild again on a database that
+    already holds that many cases, to set the two rates side by side."""
     mails = generate(messages, seed)
     kinds: dict[str, int] = {}
     for m in mails:
@@ -107,12 +112,16 @@ def run_smtp(messages: int, concurrency: int, per_connection: int, databases: li
         "maild": {},
     }
     base = out["do_nothing"]["msgs_per_s"]
-    for db in databases:
+    runs = [(db, 0) for db in databases] + ([(db, preload) for db in databases] if preload else [])
+    for db, rows in runs:
+        label = f"{db}, {rows // 1000}k cases" if rows else db
         try:
-            figures = run_maild(mails, concurrency, per_connection, db, drain_timeout)
+            figures = run_maild(mails, concurrency, per_connection, db, drain_timeout, preload=rows)
         except Exception as e:  # keep the other figures; say what broke
-            out["maild"][db] = {"database": db, "error": f"{type(e).__name__}: {e}"[-3000:]}
+            out["maild"][label] = {"database": db, "error": f"{type(e).__name__}: {e}"[-3000:]}
             continue
         figures["ratio"] = round(figures["msgs_per_s"] / base, 3) if base else 0.0
-        out["maild"][db] = figures
+        if rows and out["maild"].get(db, {}).get("msgs_per_s"):
+            figures["vs_empty"] = round(figures["msgs_per_s"] / out["maild"][db]["msgs_per_s"], 3)
+        out["maild"][label] = figures
     return out

@@ -61,3 +61,11 @@ def test_imap_benchmark_drains_the_whole_backlog(tmp_path: Path) -> None:
     assert imap["all_drained"] is True
     for key in ("msgs_per_s", "drain_s", "append_s", "peak_rss_mb"):
         assert imap[key] > 0, key
+
+
+def test_preloaded_run_counts_only_its_own_mail(tmp_path: Path) -> None:
+    smtp = run_bench(tmp_path, "smtp", "--preload", "3000")["smtp"]
+    empty, full = smtp["maild"]["sqlite"], smtp["maild"]["sqlite, 3k cases"]
+    assert full["preloaded_cases"] == 3000 and empty["preloaded_cases"] == 0
+    assert full["messages_stored"] == smtp["messages"]  # the preloaded rows are not counted as ingested
+    assert full["all_acks_delivered"] and full["vs_empty"] > 0
