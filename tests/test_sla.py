@@ -19,7 +19,7 @@ from maild.ingest.pipeline import update_case
 from maild.notify.escalation import raise_due_sla_events
 from maild.rules.commands import Command
 from maild.store.contracts import ContractError, add_client, find_organization, move_client
-from maild.store.models import Event, OutboxMail
+from maild.store.models import Event
 from tests.support.pipeline_desk import Desk, mail
 
 FRIDAY_17 = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
@@ -190,4 +190,3 @@ def test_breach_can_raise_the_priority(engine: Engine, tmp_path: Path) -> None:
     assert case.priority == "high"
     assert any(h.field == "priority" and h.via == "timer" for h in case.history)
     assert not [m for m in desk.outbox() if m.recipient == "ann@acme.test" and m.kind != "case_created"]
-    _ = OutboxMail
