@@ -170,8 +170,9 @@ def case() -> None:
 def case_list(config_path: str | None, as_json: bool, stage: str | None, only_open: bool, queue: str | None,
               assignee: str | None, organization: str | None, contract: str | None, tag: str | None,
               overdue: bool) -> None:
+    from maild.rules.commands import OPEN_STAGES
     from maild.runtime import utc_now
-    from maild.store.contracts import OPEN_STAGES, find_organization
+    from maild.store.contracts import find_organization
     from maild.store.models import Case, CaseTag
     from maild.store.views import case_summary, queue_order
 

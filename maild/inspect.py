@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from maild.config import Config
-from maild.ingest.delivery import Delivery
-from maild.ingest.parse import InboundMessage, ParseError, message_ids, parse_message
+from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
+from maild.ingest.parse import InboundMessage, ParseError, parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.runtime import build_runtime
 from maild.threading.tokens import split_plus_address
@@ -22,19 +22,13 @@ from maild.threading.tokens import split_plus_address
 
 def inspect_delivery(cfg: Config, msg: InboundMessage) -> Delivery:
     """Without an envelope: the mailbox (and +token forms) named in the headers, else the first one."""
-    named = [a.address for a in msg.to + msg.cc]
-    for header in ("delivered-to", "x-original-to"):
-        named += [v.strip().strip("<>").lower() for v in msg.headers.get(header, [])]
+    named = [a.address for a in msg.to + msg.cc] + header_recipients(msg)
     recipients = [a for a in named if cfg.mailbox(split_plus_address(a)[0]) is not None]
     mailbox = cfg.mailbox(split_plus_address(recipients[0])[0]) if recipients else cfg.mailboxes[0]
     assert mailbox is not None
     recipients = [a for a in recipients if split_plus_address(a)[0] == mailbox.address.lower()] or [mailbox.address]
-    return_path = msg.header("Return-Path")
-    sender = None
-    if return_path is not None:
-        ids = message_ids(return_path)
-        sender = ids[0].lower() if ids else ("" if "<>" in return_path else None)
-    return Delivery(mailbox=mailbox, recipients=recipients, envelope_sender=sender, via="inspect")
+    return Delivery(mailbox=mailbox, recipients=recipients, envelope_sender=header_envelope_sender(msg),
+                    via="inspect")
 
 
 def inspect_file(cfg: Config, engine: Engine, path: Path) -> dict[str, Any]:

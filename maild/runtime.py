@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from maild.config import Config
@@ -31,13 +32,13 @@ class Runtime:
     calendars: dict[str, Any]  # name -> rules.calendar.BusinessCalendar, "24x7" included
     clock: Callable[[], datetime] = utc_now
 
-    @property
-    def mailbox_addresses(self) -> set[str]:
-        return {m.address.lower() for m in self.config.mailboxes}
+    @cached_property
+    def mailbox_addresses(self) -> frozenset[str]:
+        return frozenset(m.address.lower() for m in self.config.mailboxes)
 
-    @property
-    def agent_addresses(self) -> set[str]:
-        return {a.email.lower() for a in self.config.agents}
+    @cached_property
+    def agent_addresses(self) -> frozenset[str]:
+        return frozenset(a.email.lower() for a in self.config.agents)
 
 
 def build_runtime(config: Config, clock: Callable[[], datetime] = utc_now, *, dry_run: bool = False) -> Runtime:

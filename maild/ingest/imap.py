@@ -24,8 +24,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, ImapConfig, MailboxConfig
-from maild.ingest.delivery import Delivery
-from maild.ingest.parse import InboundMessage, message_ids
+from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
+from maild.ingest.parse import InboundMessage
 from maild.ingest.receive import PendingReceive, Receiver
 from maild.runtime import Runtime
 from maild.store.models import MailboxState
@@ -107,17 +107,11 @@ def imap_delivery(mailbox: MailboxConfig) -> Callable[[InboundMessage, Runtime],
     for the envelope sender."""
     def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
         recipients = [mailbox.address.lower()]
-        for name in ("delivered-to", "x-original-to"):
-            for value in msg.headers.get(name, []):
-                address = value.strip().strip("<>").lower()
-                if split_plus_address(address)[0] == mailbox.address.lower() and address not in recipients:
-                    recipients.append(address)
-        return_path = msg.header("Return-Path")
-        sender = None
-        if return_path is not None:
-            ids = message_ids(return_path)
-            sender = ids[0].lower() if ids else ("" if "<>" in return_path else return_path.strip().lower())
-        return [Delivery(mailbox=mailbox, recipients=recipients, envelope_sender=sender, via="imap")]
+        for address in header_recipients(msg):
+            if split_plus_address(address)[0] == mailbox.address.lower() and address not in recipients:
+                recipients.append(address)
+        return [Delivery(mailbox=mailbox, recipients=recipients, envelope_sender=header_envelope_sender(msg),
+                         via="imap")]
     return plan
 
 

@@ -29,7 +29,7 @@ from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
-from maild.notify.casemail import CaseMail, Recipient, queue_case_mail, start_stream
+from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_mail, start_stream
 from maild.notify.fanout import queue_notifications
 from maild.rules.commands import (
     Command,
@@ -341,8 +341,7 @@ def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRe
     posts = [p for p in case.posts if forward.with_notes or p.visibility == "public"]
     queue_case_mail(session, rt, case, CaseMail(
         template="forward", recipient=Recipient(forward.address, "", "customer"), auto_submitted="auto-generated",
-        from_name=f"{agent.name or agent.email} via {rt.config.mailbox(case.mailbox).name or 'Support'}"
-        if rt.config.mailbox(case.mailbox) else None,
+        from_name=f"{agent.name or agent.email} via {mailbox_name(rt, case)}",
         context={"posts": posts, "history": list(case.history), "actor_name": agent.name or agent.email}))
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from maild.config import AgentConfig, Config
 
 STAGES = ("new", "open", "pending", "resolved", "closed")
+OPEN_STAGES = ("new", "open", "pending")  # the work still to do; resolved and closed are done
 TYPES = ("question", "incident", "problem")
 PRIORITIES = ("low", "normal", "high", "urgent")
 

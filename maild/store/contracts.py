@@ -8,9 +8,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from maild.config import Config, ContractConfig
+from maild.rules.commands import OPEN_STAGES
 from maild.store.models import Case, Contact, ContractClient, Organization, OrganizationDomain
-
-OPEN_STAGES = ("new", "open", "pending")
 
 
 class ContractError(Exception):

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from maild.config import Config
+from maild.rules.commands import OPEN_STAGES
 from maild.store.models import Case, Contact, Organization, OutboxMail
 
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
-OPEN_STAGES = ("new", "open", "pending")
 FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
