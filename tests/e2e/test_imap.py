@@ -302,8 +302,10 @@ def test_a_failing_mailbox_does_not_hold_up_another(tmp_path: Path, database: Da
     d.start()
     try:
         assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["For billing"], 20), d.log()
+        # Dovecot answers a failed login only after its auth_failure_delay: wait for that line too
+        assert wait_until(lambda: bool(log_events(d, "imap mailbox unavailable")), 20), d.log()
         failures = log_events(d, "imap mailbox unavailable")
-        assert failures and {f["mailbox"] for f in failures} == {"support@example.com"}
+        assert {f["mailbox"] for f in failures} == {"support@example.com"}
     finally:
         d.stop()
 
