@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from maild.ingest.receive import Receiver
+from maild.ingest.smtp_data import read_data
 from maild.threading.tokens import split_plus_address
 
 log = structlog.get_logger("maild.smtp")
@@ -17,11 +18,41 @@ NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
 TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
 
 
-class LongLineSMTP(SMTP):
-    """Real mail has lines past RFC 5321's 1,000 octets (Outlook HTML, unfolded base64);
-    Postfix takes them, and so must a help desk that may not lose a customer's mail."""
+class MaildSMTP(SMTP):
+    """aiosmtpd with DATA read in blocks (ingest.smtp_data) instead of line by line.
+
+    Lines of any length are taken inside DATA: real mail has lines past RFC 5321's 1,000
+    octets (Outlook HTML, unfolded base64), Postfix takes them, and so must a help desk that may
+    not lose a customer's mail; the message size limit bounds them. Command lines may be 1 MiB.
+    """
 
     line_length_limit = 1024 * 1024
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            data = await read_data(self._reader, self.data_size_limit)
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA", peer=str(self.session.peer if self.session else None))
+            self._writer.close()
+            raise
+        if data.too_big:
+            self._set_post_data_state()
+            await self.push("552 Error: Too much mail data")
+            return
+        self.envelope.content = self.envelope.original_content = data.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class MaildHandler:
@@ -53,7 +84,7 @@ async def start_smtp_servers(receiver: Receiver, listen: list[str], hostname: st
     handler = MaildHandler(receiver)
 
     def factory() -> Any:
-        return LongLineSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
+        return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
                             enable_SMTPUTF8=True, decode_data=False)
 
     servers = []

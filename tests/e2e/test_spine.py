@@ -133,6 +133,14 @@ def test_long_lines_are_accepted(desk: Daemon, sink: Sink) -> None:
     assert posts(desk, case["number"])[0]["body"] == "x" * 5000
 
 
+def test_lines_starting_with_a_dot_arrive_as_written(desk: Daemon) -> None:
+    body = "Steps:\n.\n..\n.profile is missing\nend"
+    desk.send(mail("jane@acme.test", "support@example.com", "Dots", body), "jane@acme.test",
+              ["support@example.com"])
+    (case,) = desk.cases()
+    assert posts(desk, case["number"])[0]["body"] == body
+
+
 def test_auto_reply_gets_no_acknowledgement(desk: Daemon, sink: Sink) -> None:
     desk.send(mail("ooo@partner.test", "support@example.com", "Out of office", "I am away.",
                    headers={"Auto-Submitted": "auto-replied"}), "ooo@partner.test", ["support@example.com"])
