@@ -45,6 +45,7 @@ class ServerConfig:
 class SmtpConfig:
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:2525"])
     max_message_bytes: int = 26_214_400
+    parse_processes: int | None = None  # None: one per core, at most 4; 0: parse in the daemon's threads
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,8 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
             problems.append(f"smtp.listen[{i}]: {listen!r} is not host:port")
     if cfg.smtp.max_message_bytes <= 0:
         problems.append("smtp.max_message_bytes: must be positive")
+    if cfg.smtp.parse_processes is not None and not 0 <= cfg.smtp.parse_processes <= 64:
+        problems.append(f"smtp.parse_processes: must be between 0 and 64, got {cfg.smtp.parse_processes}")
     scheme = cfg.outbound.url.split("://", 1)[0]
     if "://" not in cfg.outbound.url or scheme not in ("smtp", "smtp+starttls", "smtps", "maildir"):
         problems.append(f"outbound.url: {cfg.outbound.url!r} must start with smtp://, smtp+starttls://, "

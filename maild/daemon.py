@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from maild.config import ConfigError, load_config
 from maild.ingest.imap import ImapPoller
+from maild.ingest.parse_pool import ParsePool, default_processes
 from maild.ingest.receive import Receiver
 from maild.ingest.smtp import start_smtp_servers
 from maild.ingest.writer import IngestWriter
@@ -88,7 +89,11 @@ async def serve(config_path: str | None) -> None:
     outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts)
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
-    receiver = Receiver(rt, writer)
+    processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
+    parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root) if processes > 0 else None
+    if parser is not None:
+        await asyncio.to_thread(parser.warm_up)
+    receiver = Receiver(rt, writer, parser)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
                                        cfg.smtp.max_message_bytes)
@@ -138,6 +143,8 @@ async def serve(config_path: str | None) -> None:
         await asyncio.to_thread(poller.close)
     for s in servers:
         await s.wait_closed()
+    if parser is not None:
+        await asyncio.to_thread(parser.close)
     await asyncio.to_thread(writer.stop)
     outbox.stop()
     await outbox_task

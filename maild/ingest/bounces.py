@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maild.ingest.delivery import Outcome
-from maild.ingest.parse import InboundMessage, message_ids
+from maild.ingest.parse import InboundMessage
 from maild.notify.fanout import queue_notifications
 from maild.rules.loops import Classification
 from maild.runtime import Runtime
@@ -17,18 +17,7 @@ from maild.store.models import Case, Contact, Message, Post
 
 def original_message_ids(msg: InboundMessage) -> list[str]:
     """Message-IDs of the mail that bounced, from the DSN's returned headers or message."""
-    ids = list(msg.in_reply_to) + list(msg.references)
-    for part in msg.parts:
-        if part.get_content_type() in ("text/rfc822-headers", "message/rfc822"):
-            payload = part.get_payload()
-            headers = payload[0] if isinstance(payload, list) and payload else None
-            value = headers.get("Message-ID") if headers is not None else None
-            if value is None and isinstance(payload, str):
-                for line in payload.splitlines():
-                    if line.lower().startswith("message-id:"):
-                        value = line.split(":", 1)[1]
-            ids += message_ids(str(value) if value else None)
-    return ids
+    return list(msg.in_reply_to) + list(msg.references) + list(msg.returned_message_ids)
 
 
 def ingest_bounce(session: Session, msg: InboundMessage, stored: Message,

@@ -37,12 +37,9 @@ class InboundAttachment:
     filename: str
     content_type: str
     data: bytes
+    sha256: str
     content_id: str | None = None
     inline: bool = False
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,10 @@ class InboundMessage:
     headers: dict[str, list[str]] = field(repr=False)  # lowercased name -> decoded values
     content_type: str = "text/plain"
     report_type: str | None = None
-    parts: list[EmailMessage] = field(default_factory=list, repr=False)
+    # What a delivery status notification says, read while the MIME tree is at hand; plain
+    # data, so that a parsed mail crosses to another process cheaply.
+    dsn_failed_recipients: list[str] = field(default_factory=list)
+    returned_message_ids: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -138,6 +138,39 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+def _dsn_failed_recipients(parts: list[EmailMessage]) -> list[str]:
+    """Final-Recipient (or Original-Recipient) of each failed block of message/delivery-status."""
+    found: list[str] = []
+    for part in parts:
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        for block in payload if isinstance(payload, list) else []:
+            action = str(block.get("Action", "failed")).strip().lower()
+            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            addr = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+            if "@" in addr and action in ("failed", "") and addr not in found:
+                found.append(addr)
+    return found
+
+
+def _returned_message_ids(parts: list[EmailMessage]) -> list[str]:
+    """Message-IDs of the mail a DSN returns (its text/rfc822-headers or message/rfc822 part)."""
+    ids: list[str] = []
+    for part in parts:
+        if part.get_content_type() not in ("text/rfc822-headers", "message/rfc822"):
+            continue
+        payload = part.get_payload()
+        headers = payload[0] if isinstance(payload, list) and payload else None
+        value = headers.get("Message-ID") if headers is not None else None
+        if value is None and isinstance(payload, str):
+            for line in payload.splitlines():
+                if line.lower().startswith("message-id:"):
+                    value = line.split(":", 1)[1]
+        ids += message_ids(str(value) if value else None)
+    return ids
+
+
 def parse_message(raw: bytes) -> InboundMessage:
     """Reads a mail; raises ParseError with a reason a person can act on."""
     if not raw.strip():
@@ -188,11 +221,12 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> Inb
         filename = _decode_header_value(a.get("filename") or "attachment")
         attachments.append(InboundAttachment(
             filename=filename, content_type=a.get("mail_content_type") or "application/octet-stream",
-            data=data, content_id=content_id,
+            data=data, sha256=hashlib.sha256(data).hexdigest(), content_id=content_id,
             inline=disposition.startswith("inline") or (content_id is not None and not disposition),
         ))
 
     mid = message_ids(_header_text(msg.get("Message-ID")))
+    parts = list(msg.walk())
     return InboundMessage(
         raw=raw,
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -211,5 +245,6 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> Inb
         content_type=msg.get_content_type(),
         report_type=(msg.get_param("report-type") or None) if msg.get_content_type() == "multipart/report"
         else None,
-        parts=list(msg.walk()),
+        dsn_failed_recipients=_dsn_failed_recipients(parts),
+        returned_message_ids=_returned_message_ids(parts),
     )

@@ -211,7 +211,7 @@ def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
     session.add(post)
     for a in msg.attachments:
-        sha = rt.attachment_store.put(a.data)
+        sha = rt.attachment_store.put(a.data, a.sha256)
         post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
                                            size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
     session.flush()

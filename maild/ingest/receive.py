@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
+from maild.ingest.parse_pool import ParsePool
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
@@ -64,9 +65,10 @@ def deliveries_for(rt: Runtime, recipients: list[str], mail_from: str | None,
 
 
 class Receiver:
-    def __init__(self, runtime: Runtime, writer: IngestWriter):
+    def __init__(self, runtime: Runtime, writer: IngestWriter, parser: ParsePool | None = None):
         self.runtime = runtime
         self.writer = writer
+        self.parser = parser  # None: parse in the calling thread
 
     def swap_runtime(self, runtime: Runtime) -> None:
         """Used by reload: the next mail sees the new config; mails in flight keep theirs."""
@@ -74,12 +76,25 @@ class Receiver:
 
     async def receive(self, raw: bytes, *, mail_from: str | None, recipients: list[str],
                       via: str) -> ReceiveResult:
-        """The SMTP path: parsing and waiting happen off the event loop."""
+        """The SMTP path: parsing (in the parse pool, or a thread) and waiting happen off the
+        event loop."""
         def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
             return deliveries_for(rt, recipients, mail_from, via)
 
-        return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
-                                       recipients=recipients)
+        if self.parser is None:
+            return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
+                                           recipients=recipients)
+        try:
+            msg = await self.parser.parse(raw)
+        except ParseError as e:
+            reason = f"unparseable: {e}"
+            return await asyncio.to_thread(
+                lambda: self.start_quarantine(raw, reason, mail_from, recipients).finish())
+        except OSError as e:  # the worker could not write the blobs: nothing is kept, retry later
+            log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
+            return ReceiveResult(stored=False, outcomes=[])
+        return await asyncio.to_thread(self.hand_over(raw, msg, plan, via=via, mail_from=mail_from,
+                                                      recipients=recipients).finish)
 
     def receive_blocking(self, raw: bytes, plan: DeliveryPlan, *, via: str, mail_from: str | None,
                          recipients: list[str], also: AlsoWrite | None = None) -> ReceiveResult:
@@ -90,11 +105,17 @@ class Receiver:
               recipients: list[str], also: AlsoWrite | None = None) -> PendingReceive:
         """Parses and hands the mail to the writer without waiting, so that a poller can queue a
         whole batch into one commit; `finish()` waits and logs."""
-        rt = self.runtime
         try:
             msg = parse_message(raw)
         except ParseError as e:
             return self.start_quarantine(raw, f"unparseable: {e}", mail_from, recipients, also)
+        return self.hand_over(raw, msg, plan, via=via, mail_from=mail_from, recipients=recipients, also=also)
+
+    def hand_over(self, raw: bytes, msg: InboundMessage, plan: DeliveryPlan, *, via: str, mail_from: str | None,
+                  recipients: list[str], also: AlsoWrite | None = None) -> PendingReceive:
+        """A parsed mail to the writer; `finish()` waits for the commit, logs, and quarantines
+        what the pipeline could not process."""
+        rt = self.runtime
         deliveries = plan(msg, rt)
         future = self.submit(msg, deliveries, rt, also)
 

@@ -35,18 +35,7 @@ class Classification:
 
 
 def _bounced_addresses(msg: InboundMessage) -> list[str]:
-    found: list[str] = []
-    for part in msg.parts:
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        blocks = payload if isinstance(payload, list) else []
-        for block in blocks:
-            action = str(block.get("Action", "failed")).strip().lower()
-            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
-            addr = recipient.split(";", 1)[-1].strip().strip("<>").lower()
-            if "@" in addr and action in ("failed", "") and addr not in found:
-                found.append(addr)
+    found = list(msg.dsn_failed_recipients)
     if not found:  # a non-standard bounce: look for the usual "<addr>: ..." line
         for m in re.finditer(r"<([^<>\s@]+@[^<>\s@]+)>[:\s]", msg.text or ""):
             addr = m.group(1).lower()
