@@ -12,8 +12,9 @@ from typing import Any
 
 from bench.desk import STAFF_DOMAIN, Desk
 from bench.loadgen import Mail, generate, send_all
+from bench.proctree import tree_cpu_seconds
 from bench.report import say
-from bench.servers import CountingServer, cpu_seconds
+from bench.servers import CountingServer
 
 
 def _load_figures(result: Any, server_cpu_s: float) -> dict[str, Any]:
@@ -36,9 +37,9 @@ def run_do_nothing(mails: list[Mail], concurrency: int, per_connection: int) -> 
     say(f"smtp: {len(mails)} messages into a do-nothing aiosmtpd")
     server = CountingServer().start()
     try:
-        cpu0 = cpu_seconds(server.pid)
+        cpu0 = tree_cpu_seconds(server.pid)
         result = send_all("127.0.0.1", server.port, mails, concurrency, per_connection)
-        figures = _load_figures(result, cpu_seconds(server.pid) - cpu0)
+        figures = _load_figures(result, tree_cpu_seconds(server.pid) - cpu0)
         figures["received"] = server.count
         return figures
     finally:
