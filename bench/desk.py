@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
-from bench.servers import cpu_seconds, peak_rss_mb
+from bench.proctree import TreeWatch, tree_cpu_seconds
 from tests.support.daemon import Daemon
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -50,9 +50,11 @@ class Counts:
 
 
 class Desk:
-    """One maild process on a fresh database, sending its mail to `outbound_port`."""
+    """One maild on a fresh database, sending its mail to `outbound_port`. Its CPU and memory
+    are those of its whole process tree (bench/proctree.py), read every `watch_interval` s."""
 
-    def __init__(self, database: str, outbound_port: int, extra_toml: str = "", preload: int = 0) -> None:
+    def __init__(self, database: str, outbound_port: int, extra_toml: str = "", preload: int = 0,
+                 max_bytes: int = 26_214_400, watch_interval: float = 0.25) -> None:
         self.database = database
         self.folder = Path(tempfile.mkdtemp(prefix="maild-bench-"))
         self.schema: str | None = None
@@ -64,8 +66,10 @@ class Desk:
         else:
             self.url = f"sqlite:///{self.folder}/maild.db"
         self.daemon = Daemon.with_config(self.folder, self.url, f"smtp://127.0.0.1:{outbound_port}",
-                                         max_bytes=26_214_400, extra=PROTECTION_TOML + extra_toml)
+                                         max_bytes=max_bytes, extra=PROTECTION_TOML + extra_toml)
         self._reader: Engine | None = None
+        self._watch_interval = watch_interval
+        self._watch: TreeWatch | None = None
         self.baseline = Counts(0, 0, 0, 0, 0, 0)
         if preload:
             from bench.preload import preload_database
@@ -90,13 +94,25 @@ class Desk:
         """Starts maild; returns the seconds until its SMTP port answered."""
         t0 = time.perf_counter()
         self.daemon.start()
+        self._watch = TreeWatch(self.pid, self._watch_interval).start()
         return time.perf_counter() - t0
 
+    @property
+    def watch(self) -> TreeWatch:
+        assert self._watch is not None, "maild is not started"
+        return self._watch
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU of maild's process tree so far, children that exited included."""
+        return tree_cpu_seconds(self.pid)
+
+    def rss_mb(self) -> float:
+        """Resident set of maild's process tree now."""
+        return self.watch.rss_mb()
 
     def peak_rss_mb(self) -> float:
-        return peak_rss_mb(self.pid)
+        """Sum of each of maild's processes' VmHWM: an upper bound of the tree's peak."""
+        return self.watch.peak_mb()
 
     def counts(self) -> Counts:
         if self._reader is None:
@@ -120,6 +136,8 @@ class Desk:
     def close(self) -> None:
         """Stops maild, drops the schema and the temp folder."""
         try:
+            if self._watch is not None:
+                self._watch.stop()
             self.daemon.stop()
         finally:
             if self._reader is not None:

@@ -10,9 +10,11 @@ since connection setup would otherwise dominate (see ../shared/NOTES.md).
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import queue
 import random
+import re
 import smtplib
 import threading
 import time
@@ -46,7 +48,7 @@ class Mail:
     mail_from: str
     rcpt: str
     raw: bytes
-    kind: str  # plain | html | attachment | reply
+    kind: str  # plain | html | attachment | reply | large
 
 
 def senders(rng: random.Random, count: int = 300) -> list[tuple[str, str]]:
@@ -136,39 +138,114 @@ def generate(count: int, seed: int = 42, rcpt: str | None = None) -> list[Mail]:
     return mails
 
 
+def large_attachment_mail(attachment_bytes: int, seed: int = 25) -> Mail:
+    """One mail as Outlook or Thunderbird send a big file: a short text part and a binary
+    attachment in base64, 76-character lines (so the mail is about 4/3 of the file)."""
+    rng = random.Random(seed)
+    name, addr = senders(random.Random(seed + 1), 1)[0]
+    boundary = f"=_big{seed}_{rng.getrandbits(32):08x}"
+    data = base64.encodebytes(rng.randbytes(attachment_bytes)).decode().replace("\n", "\r\n")
+    raw = (headers(name, addr, MAILBOXES[0], "Scanned contract, please check", f"<bench-big-{seed}@mail.test>", 0)
+           + f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+           f"--{boundary}\r\n{plain_body(rng, 400)}"
+           f'--{boundary}\r\nContent-Type: application/pdf; name="contract-scan.pdf"\r\n'
+           f'Content-Disposition: attachment; filename="contract-scan.pdf"\r\n'
+           f"Content-Transfer-Encoding: base64\r\n\r\n{data}--{boundary}--\r\n")
+    return Mail(addr, MAILBOXES[0], raw.encode(), "large")
+
+
 @dataclass
 class LoadResult:
     sent: int
     failed: int
     wall_s: float
     cpu_s: float  # time.process_time of this process over the run: the generator's own cost
-    latencies_s: list[float] = field(repr=False)
+    latencies_s: list[float] = field(repr=False)  # end of DATA → 250, one per mail sent
+    txn_latencies_s: list[float] = field(repr=False)  # MAIL FROM → 250: the whole transaction
     errors: list[str] = field(default_factory=list)
+    rate: float | None = None  # the paced rate asked for; None at full speed
+    lags_s: list[float] = field(default_factory=list, repr=False)  # paced: how late each send started
 
     @property
     def msgs_per_s(self) -> float:
         return self.sent / self.wall_s if self.wall_s else 0.0
 
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies_s:
+    def percentile_ms(self, q: float, values: list[float] | None = None) -> float:
+        data = self.latencies_s if values is None else values
+        if not data:
             return 0.0
-        ordered = sorted(self.latencies_s)
+        ordered = sorted(data)
         return 1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+_DOT_LINE = re.compile(rb"(?m)^\.")
+
+
+def wire_data(raw: bytes) -> bytes:
+    """The DATA payload as smtplib sends it: dot-stuffed, CRLF-terminated, then the final dot."""
+    q = _DOT_LINE.sub(b"..", raw)
+    return q + (b"" if q.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+
+def transact(conn: smtplib.SMTP, m: Mail) -> tuple[float, float]:
+    """Sends one mail (as `sendmail` would); returns (end of DATA → 250, MAIL FROM → 250) in seconds.
+    Timed by hand so that the latency is the server's answer to the whole mail, without the
+    MAIL/RCPT/DATA round trips or the time the client needs to push the bytes."""
+    data = wire_data(m.raw)
+    t0 = time.perf_counter()
+    code, resp = conn.mail(m.mail_from, [f"SIZE={len(m.raw)}"] if conn.has_extn("size") else [])
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, resp, m.mail_from)
+    code, resp = conn.rcpt(m.rcpt)
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({m.rcpt: (code, resp)})
+    conn.putcmd("data")
+    code, resp = conn.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    conn.send(data)
+    t1 = time.perf_counter()
+    code, resp = conn.getreply()
+    t2 = time.perf_counter()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, resp)
+    return t2 - t1, t2 - t0
+
+
 def send_all(host: str, port: int, mails: list[Mail], concurrency: int, per_connection: int,
-             timeout: float = 60.0) -> LoadResult:
+             timeout: float = 60.0, rate: float | None = None) -> LoadResult:
     """Sends every mail once: `concurrency` threads, each taking `per_connection` consecutive mails
-    per SMTP connection. Latency is the time around one sendmail (MAIL … end of DATA → 250)."""
+    per SMTP connection. With `rate`, the sends follow one schedule of `rate` mails a second
+    overall: before each mail a connection takes the next slot of the schedule and waits for its
+    time, never sending earlier (a connection that is late sends at once, so a slow server
+    sees the backlog, as from real senders). Latency is end of DATA → 250 of each mail."""
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
     chunks: queue.Queue[range] = queue.Queue()
     for start in range(0, len(mails), per_connection):
         chunks.put(range(start, min(start + per_connection, len(mails))))
     latencies: list[float] = []
+    txns: list[float] = []
+    lags: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
+    slots = itertools.count()
+    t_start = 0.0  # set before the threads start
+
+    def wait_for_slot() -> float:
+        """Paced: sleeps until this connection's next slot; returns how late it is."""
+        assert rate is not None
+        with lock:
+            due = t_start + next(slots) / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        return max(0.0, time.perf_counter() - due)
 
     def worker() -> None:
         mine: list[float] = []
+        mine_txn: list[float] = []
+        mine_lag: list[float] = []
         bad: list[str] = []
         while True:
             try:
@@ -182,9 +259,11 @@ def send_all(host: str, port: int, mails: list[Mail], concurrency: int, per_conn
                     if conn is None:
                         conn = smtplib.SMTP(host, port, timeout=timeout)
                         conn.ehlo("loadgen.test")
-                    t0 = time.perf_counter()
-                    conn.sendmail(m.mail_from, [m.rcpt], m.raw)
-                    mine.append(time.perf_counter() - t0)
+                    if rate is not None:
+                        mine_lag.append(wait_for_slot())
+                    data_end, txn = transact(conn, m)
+                    mine.append(data_end)
+                    mine_txn.append(txn)
                 except (smtplib.SMTPException, OSError) as e:
                     bad.append(f"mail {i}: {type(e).__name__}: {e}")
                     if conn is not None:
@@ -197,14 +276,16 @@ def send_all(host: str, port: int, mails: list[Mail], concurrency: int, per_conn
                     conn.close()
         with lock:
             latencies.extend(mine)
+            txns.extend(mine_txn)
+            lags.extend(mine_lag)
             errors.extend(bad)
 
     threads = [threading.Thread(target=worker, name=f"loadgen-{n}") for n in range(concurrency)]
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t_start = time.process_time(), time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu0
     return LoadResult(sent=len(latencies), failed=len(errors), wall_s=wall, cpu_s=cpu, latencies_s=latencies,
-                      errors=errors[:20])
+                      txn_latencies_s=txns, errors=errors[:20], rate=rate, lags_s=lags)

@@ -27,9 +27,29 @@ def _last_line(error: str) -> str:
     return (lines[0] + (" … " + lines[-1] if len(lines) > 1 else ""))[:400]
 
 
+LABEL = 31
+
+
 def _row(label: str, f: dict[str, Any], rss: str, ratio: str) -> str:
-    return (f"{label:<22} {f['msgs_per_s']:>8.1f} {f['p50_ms']:>8.1f} {f['p95_ms']:>8.1f} {f['p99_ms']:>8.1f} "
+    return (f"{label:<{LABEL}} {f['msgs_per_s']:>8.1f} {f['p50_ms']:>8.1f} {f['p95_ms']:>8.1f} {f['p99_ms']:>8.1f} "
             f"{rss:>9} {ratio:>7} {f['generator_cpu_pct']:>7.0f} % {f['server_cpu_pct']:>7.0f} %")
+
+
+def _paced_label(db: str, f: dict[str, Any]) -> str:
+    if "half_of_msgs_per_s" in f:
+        return f"maild ({db}) at half rate"
+    return f"maild ({db}) at {f['rate_asked']:g} msgs/s" if "rate_asked" in f else f"maild ({db}) paced"
+
+
+def smtp_runs(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every run with its table label, in table order: each paced run under its full-speed one."""
+    runs = [("do-nothing aiosmtpd", s["do_nothing"])] if "do_nothing" in s else []
+    for db in [*s["maild"], *(d for d in s["paced"] if d not in s["maild"])]:
+        if db in s["maild"]:
+            runs.append((f"maild ({db})", s["maild"][db]))
+        if db in s["paced"]:
+            runs.append((_paced_label(db, s["paced"][db]), s["paced"][db]))
+    return runs
 
 
 def smtp_lines(s: dict[str, Any]) -> list[str]:
@@ -37,30 +57,64 @@ def smtp_lines(s: dict[str, Any]) -> list[str]:
     lines = [
         f"SMTP: {s['messages']} messages ({mix}; mean {s['mean_size_kb']} KB), "
         f"{s['concurrency']} connections, {s['per_connection']} messages per connection",
-        f"{'':<22} {'msgs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'peak RSS':>9} {'ratio':>7} "
+        f"{'':<{LABEL}} {'msgs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'peak RSS':>9} {'ratio':>7} "
         f"{'loadgen':>9} {'server':>9}",
-        _row("do-nothing aiosmtpd", s["do_nothing"], "-", "1.00"),
     ]
-    for db, f in s["maild"].items():
+    runs = smtp_runs(s)
+    for label, f in runs:
         if "error" in f:
-            lines.append(f"{'maild (' + db + ')':<22} FAILED: {_last_line(f['error'])}")
+            lines.append(f"{label:<{LABEL}} FAILED: {_last_line(f['error'])}")
+        elif f is s.get("do_nothing"):
+            lines.append(_row(label, f, "-", "1.00"))
         else:
-            lines.append(_row(f"maild ({db})", f, f"{f['peak_rss_mb']:.0f} MB", f"{f['ratio']:.2f}"))
+            ratio = f"{f['ratio']:.2f}" if "ratio" in f else "-"
+            lines.append(_row(label, f, f"{f['peak_rss_mb']:.0f} MB", ratio))
             if "vs_empty" in f:
-                lines.append(f"  maild ({db}): {f['vs_empty']:.0%} of the rate on an empty database")
-    lines.append("  loadgen/server: CPU of the load generator / of the server process, % of one core, "
-                 "over the load's wall time")
-    for db, f in s["maild"].items():
-        if "error" in f:
+                lines.append(f"  {label}: {f['vs_empty']:.0%} of the rate on an empty database")
+    lines += ["  p50/p95/p99: end of DATA → 250 of each mail; peak RSS: sum of VmHWM over maild's processes "
+              "(an upper bound)",
+              "  loadgen/server: CPU of the load generator / of the server (maild: its whole process tree), "
+              "% of one core, over the load's wall time"]
+    for label, f in runs:
+        if "rate_asked" not in f:
+            continue
+        half = f" (half of {f['half_of_msgs_per_s']:.1f})" if "half_of_msgs_per_s" in f else ""
+        met = "met" if f["p99_target_met"] else "NOT met"
+        lines.append(f"  {label}: asked {f['rate_asked']:.1f} msgs/s{half}, achieved {f['msgs_per_s']:.1f}; "
+                     f"p99 {f['p99_ms']:.1f} ms, target ≤ {f['p99_target_ms']:.0f} ms {met}; sends started up to "
+                     f"{f['schedule_lag_max_ms']:.0f} ms behind schedule (p99 {f['schedule_lag_p99_ms']:.0f} ms)")
+    for label, f in runs:
+        if "error" in f or "all_acks_delivered" not in f:
             continue
         state = "all" if f["all_acks_delivered"] else "NOT all"
-        lines.append(f"  maild ({db}): {f['messages_stored']} stored, {f['cases']} cases; {state} delivered: "
+        lines.append(f"  {label}: {f['messages_stored']} stored, {f['cases']} cases; {state} delivered: "
                      f"{f['acks_delivered']} of {f['acks_expected']} acknowledgements and "
                      f"{f['agent_mails_delivered']} of {f['agent_mails_expected']} agent notifications reached "
                      f"the sink ({f['outbound_failed']} failed), the last {f['ack_drain_s']} s after the load")
-    for label, f in [("do-nothing", s["do_nothing"]), *((f"maild ({d})", f) for d, f in s["maild"].items())]:
+    for label, f in runs:
         if f.get("failed"):
             lines.append(f"  {label}: {f['failed']} sends FAILED, e.g. {f['errors'][0]}")
+    return lines
+
+
+def memory_lines(m: dict[str, Any]) -> list[str]:
+    if "error" in m and "message_mb" not in m:
+        return [f"Memory: FAILED: {_last_line(m['error'])}"]
+    met = "met" if m["growth_target_met"] else "NOT met"
+    lines = [
+        f"Memory: one mail of {m['message_mb']:.1f} MB (a text part and a {m['attachment_mb']:g} MB attachment, "
+        f"base64 in 76-character lines) into a fresh maild (sqlite)",
+        f"  RSS idle {m['rss_before_mb']:.0f} MB, peak {m['peak_rss_mb']:.0f} MB, growth {m['growth_mb']:.0f} MB "
+        f"= {m['growth_per_message_size']:.2f}× the message: target ≤ {m['growth_target']:g}× {met}",
+        f"  peak: sum of VmHWM over maild's {m['processes']} process(es), an upper bound; largest RSS sum "
+        f"sampled every 20 ms {m['sampled_peak_rss_mb']:.0f} MB; {m['rss_after_mb']:.0f} MB after",
+    ]
+    if m["complete"]:
+        lines.append(f"  250 {m['data_end_to_250_ms']:.0f} ms after the end of DATA (sending took {m['send_s']} s); "
+                     f"stored, acknowledgement at the sink {m['stored_and_acked_s']} s later")
+    else:
+        lines.append(f"  NOT COMPLETE: accepted {m['accepted']}, {m['stored']} stored, {m['acks_delivered']} of "
+                     f"{m['acks_expected']} acknowledgements delivered" + (f"; {m['error']}" if "error" in m else ""))
     return lines
 
 
@@ -81,6 +135,8 @@ def print_report(results: dict[str, Any]) -> None:
     lines = [f"{m['cpus']} CPUs, Python {m['python']}, load average at start {m['loadavg_at_start'][0]}"]
     if "smtp" in results:
         lines += smtp_lines(results["smtp"])
+    if "memory" in results:
+        lines += ([""] if "smtp" in results else []) + memory_lines(results["memory"])
     if "imap" in results:
         if "smtp" in results:
             lines.append("")

@@ -1,6 +1,7 @@
 """The benchmark works: `python -m bench … --quick` runs, writes its JSON, and maild took every
-mail and delivered every acknowledgement. It never judges speed — a shared, busy test machine
-says nothing about that; `make bench` on a quiet one does."""
+mail and delivered every acknowledgement; the figures are present and sane. It never judges
+speed or targets (p99, memory growth) — a shared, busy test machine says nothing about them;
+`make bench` on a quiet one does."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ LOAD_KEYS = ("msgs_per_s", "p50_ms", "p95_ms", "p99_ms", "wall_s", "generator_cp
              "server_cpu_pct")
 
 
-def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+def run_bench(tmp_path: Path, *args: str, shows: str = "msgs/s") -> dict[str, Any]:
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "bench", *args, "--quick", "--json", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
-    assert "msgs/s" in r.stdout
+    assert shows in r.stdout
     return json.loads(out.read_text())
 
 
@@ -49,6 +50,47 @@ def test_smtp_benchmark_runs_and_every_acknowledgement_arrives(tmp_path: Path) -
     assert maild["agent_mails_delivered"] == maild["agent_mails_expected"]
     assert maild["outbound_failed"] == 0
     assert maild["all_acks_delivered"] is True
+    half = smtp["paced"]["sqlite"]
+    assert half["half_of_msgs_per_s"] == maild["msgs_per_s"]
+    assert half["rate_asked"] == round(maild["msgs_per_s"] / 2, 1)
+    check_paced(half, n)
+
+
+def check_paced(f: dict[str, Any], n: int) -> None:
+    """A paced maild run: complete, sane latencies, and the rate it was asked for."""
+    for key in LOAD_KEYS:
+        assert f[key] > 0, key
+    assert f["sent"] == n and f["failed"] == 0, f["errors"]
+    assert f["p50_ms"] <= f["p95_ms"] <= f["p99_ms"]
+    assert f["txn_p50_ms"] >= f["p50_ms"]  # the whole transaction holds the end of DATA → 250
+    assert f["messages_stored"] == n and f["all_acks_delivered"] is True
+    assert f["peak_rss_mb"] > 0
+    assert isinstance(f["p99_target_met"], bool)
+    assert f["schedule_lag_max_ms"] >= f["schedule_lag_p99_ms"] >= 0
+    # never faster than the schedule; a little slower when maild lags on a busy machine
+    assert 0.7 * f["rate_asked"] <= f["msgs_per_s"] <= 1.02 * f["rate_asked"] * n / (n - 1)
+
+
+def test_smtp_rate_runs_only_paced_maild(tmp_path: Path) -> None:
+    smtp = run_bench(tmp_path, "smtp", "--messages", "40", "--rate", "20")["smtp"]
+    assert "do_nothing" not in smtp and smtp["maild"] == {}
+    assert smtp["paced"]["sqlite"]["rate_asked"] == 20
+    check_paced(smtp["paced"]["sqlite"], 40)
+
+
+def test_memory_benchmark_stores_the_large_mail(tmp_path: Path) -> None:
+    m = run_bench(tmp_path, "memory", shows="the message")["memory"]
+    assert m["complete"] is True and m["accepted"] is True
+    assert m["stored"] == 1 and m["acks_expected"] == m["acks_delivered"] == 1
+    assert m["outbound_failed"] == 0
+    # base64 in 76-character lines: the mail is about 4/3 of the attachment
+    assert 1.3 < m["message_mb"] / m["attachment_mb"] < 1.45
+    assert m["processes"] >= 1
+    assert 0 < m["rss_before_mb"] <= m["sampled_peak_rss_mb"] <= m["peak_rss_mb"]
+    assert abs(m["growth_mb"] - (m["peak_rss_mb"] - m["rss_before_mb"])) <= 0.2
+    assert m["growth_per_message_size"] > 0
+    assert isinstance(m["growth_target_met"], bool)
+    assert m["data_end_to_250_ms"] > 0 and m["maild_cpu_s"] > 0
 
 
 def test_imap_benchmark_drains_the_whole_backlog(tmp_path: Path) -> None:
