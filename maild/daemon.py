@@ -17,7 +17,7 @@ from maild.config import ConfigError, load_config
 from maild.ingest.imap import ImapPoller
 from maild.ingest.parse_pool import ParsePool, default_processes
 from maild.ingest.receive import Receiver
-from maild.ingest.smtp import start_smtp_servers
+from maild.ingest.smtp import clear_spool, start_smtp_servers
 from maild.ingest.writer import IngestWriter
 from maild.notify.outbox import OutboxWorker
 from maild.notify.transport import make_transport
@@ -95,8 +95,10 @@ async def serve(config_path: str | None) -> None:
         await asyncio.to_thread(parser.warm_up)
     receiver = Receiver(rt, writer, parser)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
+    spool = cfg.data_dir / "spool"
+    clear_spool(spool)
     servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
-                                       cfg.smtp.max_message_bytes)
+                                       cfg.smtp.max_message_bytes, spool)
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
     pollers = [ImapPoller(m, receiver, sessions, rt.clock) for m in cfg.mailboxes if m.imap is not None]
     scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)

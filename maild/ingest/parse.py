@@ -7,6 +7,7 @@ and reads the headers maild decides on (threading, loop and authentication marke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import logging
@@ -15,8 +16,12 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
 from email.utils import getaddresses
+from pathlib import Path
 
 import mailparser
+
+from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
+from maild.store.blobs import BlobStore
 
 # mail-parser logs every defect it meets; maild reports what matters itself (quarantine reasons).
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -36,15 +41,16 @@ class Address:
 class InboundAttachment:
     filename: str
     content_type: str
-    data: bytes
+    data: bytes | None  # None: a large part already decoded into the attachment store
     sha256: str
+    size: int
     content_id: str | None = None
     inline: bool = False
 
 
 @dataclass(frozen=True)
 class InboundMessage:
-    raw: bytes
+    raw: bytes  # empty when the mail was too large to hold: then it is at raw_path
     sha256: str
     message_id: str | None
     sender: Address | None  # From
@@ -64,14 +70,18 @@ class InboundMessage:
     # data, so that a parsed mail crosses to another process cheaply.
     dsn_failed_recipients: list[str] = field(default_factory=list)
     returned_message_ids: list[str] = field(default_factory=list)
+    size: int = 0
+    raw_path: str | None = None  # set when the raw bytes are in the raw store already, not in `raw`
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
         return values[0] if values else None
 
-    @property
-    def size(self) -> int:
-        return len(self.raw)
+    def raw_bytes(self) -> bytes:
+        """The raw mail, read from the store if it was too large to keep in memory."""
+        if self.raw or self.raw_path is None:
+            return self.raw
+        return Path(self.raw_path).read_bytes()
 
 
 MSGID_RE = re.compile(r"<([^<>\s]+)>")
@@ -171,8 +181,9 @@ def _returned_message_ids(parts: list[EmailMessage]) -> list[str]:
     return ids
 
 
-def parse_message(raw: bytes) -> InboundMessage:
-    """Reads a mail; raises ParseError with a reason a person can act on."""
+def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None) -> InboundMessage:
+    """Reads a mail; raises ParseError with a reason a person can act on. `stored`: the
+    markers of a large mail's skeleton (ingest.large_mail) and the bodies they stand for."""
     if not raw.strip():
         raise ParseError("empty message")
     try:
@@ -183,14 +194,15 @@ def parse_message(raw: bytes) -> InboundMessage:
     if msg is None or len(msg.keys()) == 0:
         raise ParseError("no header section found")
     try:
-        return _to_inbound(raw, mp, msg)
+        return _to_inbound(raw, mp, msg, stored or {})
     except ParseError:
         raise
     except Exception as e:  # whatever odd bytes do to the stdlib, the mail goes to quarantine
         raise ParseError(f"cannot read the message: {type(e).__name__}: {e}") from e
 
 
-def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> InboundMessage:
+def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
+                stored: dict[bytes, StoredPart]) -> InboundMessage:
 
     headers: dict[str, list[str]] = {}
     for name, value in msg.items():
@@ -216,12 +228,14 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> Inb
             data = base64.b64decode(payload) if a.get("binary") else str(payload).encode("utf-8")
         except (ValueError, TypeError) as e:
             raise ParseError(f"attachment {a.get('filename')!r} cannot be decoded: {e}") from e
+        part = stored.get(data)
         disposition = (a.get("content-disposition") or "").lower()
         content_id = (a.get("content-id") or "").strip().strip("<>") or None
         filename = _decode_header_value(a.get("filename") or "attachment")
         attachments.append(InboundAttachment(
             filename=filename, content_type=a.get("mail_content_type") or "application/octet-stream",
-            data=data, sha256=hashlib.sha256(data).hexdigest(), content_id=content_id,
+            data=None if part else data, sha256=part.sha256 if part else hashlib.sha256(data).hexdigest(),
+            size=part.size if part else len(data), content_id=content_id,
             inline=disposition.startswith("inline") or (content_id is not None and not disposition),
         ))
 
@@ -247,4 +261,23 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage) -> Inb
         else None,
         dsn_failed_recipients=_dsn_failed_recipients(parts),
         returned_message_ids=_returned_message_ids(parts),
+        size=len(raw),
     )
+
+
+def parse_large(path: Path, attachments: BlobStore) -> InboundMessage:
+    """A spooled mail: its large attachments are decoded straight into `attachments` and never
+    held; returns the mail with `raw` empty (sha256 and size are the file's)."""
+    try:
+        skeleton = skeleton_of(path, attachments)
+    except Undecodable as e:
+        raise ParseError(str(e)) from e
+    if skeleton is None:  # a structure the walk does not follow: the ordinary way, in memory
+        raw = path.read_bytes()
+        return dataclasses.replace(parse_message(raw), raw=b"")
+    msg = parse_message(skeleton.raw, skeleton.parts)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return dataclasses.replace(msg, raw=b"", sha256=digest.hexdigest(), size=path.stat().st_size)

@@ -17,13 +17,14 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import structlog
 
-from maild.ingest.parse import InboundMessage, parse_message
+from maild.ingest.parse import InboundMessage, parse_large, parse_message
 from maild.store.blobs import BlobStore
 
 log = structlog.get_logger("maild.parse")
@@ -58,10 +59,26 @@ def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundM
     """In a worker: parse (ParseError propagates), keep the blobs, return the mail without raw."""
     msg = parse_message(raw)
     BlobStore(Path(raw_root)).put(raw, msg.sha256)
+    _store_attachments(msg, attachment_root)
+    return dataclasses.replace(msg, raw=b"")
+
+
+def parse_spooled(spool: Path, raw_root: str, attachment_root: str) -> InboundMessage:
+    """A mail the receiver spooled to disk: large attachments decoded straight into the store,
+    the file itself moved into the raw store. On ParseError the file stays where it is."""
+    msg = parse_large(spool, BlobStore(Path(attachment_root)))
+    _store_attachments(msg, attachment_root)
+    with open(spool, "rb+") as f:
+        os.fsync(f.fileno())
+    path = BlobStore(Path(raw_root)).adopt(spool, msg.sha256)
+    return dataclasses.replace(msg, raw_path=str(path))
+
+
+def _store_attachments(msg: InboundMessage, attachment_root: str) -> None:
     attachments = BlobStore(Path(attachment_root))
     for a in msg.attachments:
-        attachments.put(a.data, a.sha256)
-    return dataclasses.replace(msg, raw=b"")
+        if a.data is not None:
+            attachments.put(a.data, a.sha256)
 
 
 class ParsePool:
@@ -78,15 +95,22 @@ class ParsePool:
 
     async def parse(self, raw: bytes) -> InboundMessage:
         """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
+        msg = await self._run(parse_and_store, raw)
+        return dataclasses.replace(msg, raw=raw)
+
+    async def parse_spooled(self, spool: Path) -> InboundMessage:
+        """parse_spooled in a worker."""
+        return await self._run(parse_spooled, spool)
+
+    async def _run(self, job: Callable[..., InboundMessage], first: bytes | Path) -> InboundMessage:
         loop = asyncio.get_running_loop()
         try:
-            msg = await loop.run_in_executor(self._pool, parse_and_store, raw, *self._roots)
-        except BrokenProcessPool:  # a worker was killed: start afresh, and parse this one here
+            return await loop.run_in_executor(self._pool, job, first, *self._roots)
+        except BrokenProcessPool:  # a worker was killed: start afresh, and do this one here
             log.error("parse worker died; parse pool restarted")
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return await asyncio.to_thread(parse_message, raw)
-        return dataclasses.replace(msg, raw=raw)
+            return await asyncio.to_thread(job, first, *self._roots)
 
     def warm_up(self) -> None:
         """Starts the workers now rather than on the first mail, which should not wait for them."""

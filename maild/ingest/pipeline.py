@@ -93,7 +93,8 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
 
     now = rt.clock()
     classification = classify(msg, delivery.envelope_sender, rt.mailbox_addresses, cfg.server.hostname)
-    rt.raw_store.put(msg.raw, msg.sha256)
+    if msg.raw_path is None:  # a large mail's raw bytes were moved into the store while spooled
+        rt.raw_store.put(msg.raw, msg.sha256)
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:2000], classification=classification.kind, received_at=now)
@@ -211,9 +212,10 @@ def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
     session.add(post)
     for a in msg.attachments:
-        sha = rt.attachment_store.put(a.data, a.sha256)
+        if a.data is not None:  # None: a large part, decoded into the store as it was read
+            rt.attachment_store.put(a.data, a.sha256)
         post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
-                                           size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
+                                           size=a.size, sha256=a.sha256, content_id=a.content_id, inline=a.inline))
     session.flush()
     return post
 

@@ -10,13 +10,14 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from sqlalchemy.orm import Session
 
 from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
-from maild.ingest.parse_pool import ParsePool
+from maild.ingest.parse_pool import ParsePool, parse_spooled
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
@@ -74,27 +75,46 @@ class Receiver:
         """Used by reload: the next mail sees the new config; mails in flight keep theirs."""
         self.runtime = runtime
 
-    async def receive(self, raw: bytes, *, mail_from: str | None, recipients: list[str],
+    async def receive(self, raw: bytes | Path, *, mail_from: str | None, recipients: list[str],
                       via: str) -> ReceiveResult:
         """The SMTP path: parsing (in the parse pool, or a thread) and waiting happen off the
         event loop."""
         def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
             return deliveries_for(rt, recipients, mail_from, via)
 
-        if self.parser is None:
+        if self.parser is None and isinstance(raw, bytes):
             return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
                                            recipients=recipients)
         try:
-            msg = await self.parser.parse(raw)
+            msg = await self._parse_off_loop(raw)
         except ParseError as e:
             reason = f"unparseable: {e}"
-            return await asyncio.to_thread(
-                lambda: self.start_quarantine(raw, reason, mail_from, recipients).finish())
-        except OSError as e:  # the worker could not write the blobs: nothing is kept, retry later
+            return await asyncio.to_thread(self._quarantine_now, raw, reason, mail_from, recipients)
+        except OSError as e:  # the blobs could not be written: nothing is kept, retry later
             log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
+            if isinstance(raw, Path):
+                raw.unlink(missing_ok=True)
             return ReceiveResult(stored=False, outcomes=[])
-        return await asyncio.to_thread(self.hand_over(raw, msg, plan, via=via, mail_from=mail_from,
+        kept: bytes | Path = Path(msg.raw_path) if msg.raw_path else raw
+        return await asyncio.to_thread(self.hand_over(kept, msg, plan, via=via, mail_from=mail_from,
                                                       recipients=recipients).finish)
+
+    async def _parse_off_loop(self, raw: bytes | Path) -> InboundMessage:
+        rt = self.runtime
+        roots = (str(rt.raw_store.root), str(rt.attachment_store.root))
+        if isinstance(raw, Path):
+            if self.parser is not None:
+                return await self.parser.parse_spooled(raw)
+            return await asyncio.to_thread(parse_spooled, raw, *roots)
+        assert self.parser is not None
+        return await self.parser.parse(raw)
+
+    def _quarantine_now(self, raw: bytes | Path, reason: str, mail_from: str | None,
+                        recipients: list[str]) -> ReceiveResult:
+        result = self.start_quarantine(raw, reason, mail_from, recipients).finish()
+        if isinstance(raw, Path) and result.stored:
+            raw.unlink(missing_ok=True)  # the spool file; quarantine has its copy
+        return result
 
     def receive_blocking(self, raw: bytes, plan: DeliveryPlan, *, via: str, mail_from: str | None,
                          recipients: list[str], also: AlsoWrite | None = None) -> ReceiveResult:
@@ -111,7 +131,7 @@ class Receiver:
             return self.start_quarantine(raw, f"unparseable: {e}", mail_from, recipients, also)
         return self.hand_over(raw, msg, plan, via=via, mail_from=mail_from, recipients=recipients, also=also)
 
-    def hand_over(self, raw: bytes, msg: InboundMessage, plan: DeliveryPlan, *, via: str, mail_from: str | None,
+    def hand_over(self, raw: bytes | Path, msg: InboundMessage, plan: DeliveryPlan, *, via: str, mail_from: str | None,
                   recipients: list[str], also: AlsoWrite | None = None) -> PendingReceive:
         """A parsed mail to the writer; `finish()` waits for the commit, logs, and quarantines
         what the pipeline could not process."""
@@ -133,7 +153,7 @@ class Receiver:
                 log.info("message ingested", message_id=msg.message_id, mailbox=d.mailbox.address,
                          case=o.case_number, outcome=o.action, matched_by=o.matched_by,
                          classification=o.classification, visibility=o.visibility,
-                         acknowledgement=o.acknowledgement, via=via, size=len(raw))
+                         acknowledgement=o.acknowledgement, via=via, size=msg.size)
             return ReceiveResult(stored=True, outcomes=outcomes)
         return PendingReceive(finish)
 
@@ -146,7 +166,7 @@ class Receiver:
             return outcomes
         return self.writer.submit(job)
 
-    def start_quarantine(self, raw: bytes, reason: str, mail_from: str | None, recipients: list[str],
+    def start_quarantine(self, raw: bytes | Path, reason: str, mail_from: str | None, recipients: list[str],
                          also: AlsoWrite | None = None) -> PendingReceive:
         """Keeps the raw bytes with the reason; `also` (a poller's cursor) still commits."""
         rt = self.runtime

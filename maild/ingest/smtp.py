@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +29,10 @@ class MaildSMTP(SMTP):
 
     line_length_limit = 1024 * 1024
 
+    def __init__(self, handler: Any, *, spool_dir: Path | None = None, **kwargs: Any):
+        super().__init__(handler, **kwargs)
+        self.spool_dir = spool_dir  # where a large mail's DATA goes instead of memory
+
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
@@ -40,7 +45,7 @@ class MaildSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            data = await read_data(self._reader, self.data_size_limit)
+            data = await read_data(self._reader, self.data_size_limit, self.spool_dir)
         except asyncio.CancelledError:
             log.info("connection lost during DATA", peer=str(self.session.peer if self.session else None))
             self._writer.close()
@@ -50,6 +55,7 @@ class MaildSMTP(SMTP):
             await self.push("552 Error: Too much mail data")
             return
         self.envelope.content = self.envelope.original_content = data.content
+        self.envelope.spooled = data.spooled  # type: ignore[attr-defined]  # the handler takes the file
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
@@ -69,7 +75,7 @@ class MaildHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
+        raw: bytes | Path = getattr(envelope, "spooled", None) or envelope.original_content or b""
         mail_from = envelope.mail_from
         result = await self.receiver.receive(raw, mail_from=mail_from if mail_from != "<>" else "",
                                              recipients=list(envelope.rcpt_tos), via="smtp")
@@ -78,14 +84,24 @@ class MaildHandler:
         return TRY_LATER
 
 
+def clear_spool(spool_dir: Path) -> None:
+    """At start: a spool file left by a crash is a mail that never got its 250; the sender
+    sends it again, so it is removed rather than ingested twice."""
+    left = list(spool_dir.glob("smtp-*.eml")) if spool_dir.is_dir() else []
+    for path in left:
+        path.unlink(missing_ok=True)
+    if left:
+        log.info("unacknowledged spool files removed", count=len(left), folder=str(spool_dir))
+
+
 async def start_smtp_servers(receiver: Receiver, listen: list[str], hostname: str,
-                             max_bytes: int) -> list[asyncio.AbstractServer]:
+                             max_bytes: int, spool_dir: Path | None = None) -> list[asyncio.AbstractServer]:
     loop = asyncio.get_running_loop()
     handler = MaildHandler(receiver)
 
     def factory() -> Any:
         return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
-                            enable_SMTPUTF8=True, decode_data=False)
+                         enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir)
 
     servers = []
     for spec in listen:

@@ -10,16 +10,22 @@ refused without being kept.
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 END = b"\r\n.\r\n"
 
 
 @dataclass
 class DataResult:
-    content: bytes  # dot-stuffing removed; empty when too_big
+    content: bytes  # dot-stuffing removed; empty when too_big or spooled
     size: int  # bytes on the wire before the final ".", dot-stuffing included (as aiosmtpd counts)
     too_big: bool
+    spooled: Path | None = None  # a large mail's content, in a file the caller now owns
 
 
 def _partial_end(data: bytes) -> int:
@@ -30,35 +36,73 @@ def _partial_end(data: bytes) -> int:
     return 0
 
 
-class _Unstuffer:
-    """Removes the leading dot of every line ("CRLF ." becomes CRLF), across block boundaries."""
+class _Content:
+    """The unstuffed content ("CRLF ." becomes CRLF, across block boundaries), in memory or,
+    past `spool_above` bytes, in a file under `spool_dir`, so a large mail is never held whole.
+    The first two bytes fed (the CRLF assumed before the data) are not content."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool_dir: Path | None, spool_above: int):
         self.parts: list[bytes] = []
+        self._held = 0
         self._carry = b""
+        self._skip = 2
+        self._spool_dir = spool_dir
+        self._spool_above = spool_above
+        self.file: BinaryIO | None = None
+        self.path: Path | None = None
 
     def feed(self, block: bytes) -> None:
         data = self._carry + block
         keep = 2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\r") else 0
         body, self._carry = (data[:-keep], data[-keep:]) if keep else (data, b"")
-        self.parts.append(body.replace(b"\r\n.", b"\r\n"))
+        self._emit(body.replace(b"\r\n.", b"\r\n"))
+
+    def _emit(self, data: bytes) -> None:
+        if self._skip:
+            data, self._skip = data[self._skip:], max(0, self._skip - len(data))
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        self._held += len(data)
+        if self._spool_dir is not None and self._held > self._spool_above:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="smtp-", suffix=".eml")
+            self.file, self.path = os.fdopen(fd, "wb"), Path(name)
+            self.file.writelines(self.parts)
+            self.parts, self._held = [], 0
 
     def finish(self) -> bytes:
-        self.parts.append(self._carry)
+        """The content; b"" when it went to the file (`path`), which is then complete."""
+        self._emit(self._carry)
+        if self.file is not None:
+            self.file.close()
+            return b""
         content = b"".join(self.parts)
         self.parts = []
         return content
 
+    def drop(self) -> None:
+        """Nothing of this mail is kept (too big, or the connection was lost)."""
+        self.parts, self._held = [], 0
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
-async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResult:
+
+async def read_data(reader: asyncio.StreamReader, limit: int | None, spool_dir: Path | None = None,
+                    spool_above: int = 4 << 20) -> DataResult:
     """Reads one DATA section up to and including its end marker, leaving what follows (a
-    pipelined command) in the stream. `limit`: the most bytes kept, or None.
+    pipelined command) in the stream. `limit`: the most bytes kept, or None. With `spool_dir`,
+    content past `spool_above` bytes goes to a file there (DataResult.spooled).
 
     The section is read as if preceded by CRLF (the end of the DATA command), so that an empty
     mail's lone "." is found like any other end marker; those two bytes are dropped at the end.
     """
-    unstuff = _Unstuffer()
-    pending = b"\r\n"  # read, but perhaps the start of the end marker: not yet content
+    content = _Content(spool_dir, spool_above)
     size = -2  # the assumed CRLF is not on the wire
     too_big = False
 
@@ -67,10 +111,23 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResu
         size += len(data)
         if not too_big and limit is not None and size > limit:
             too_big = True
-            unstuff.parts = []  # nothing of an oversized mail is kept
+            content.drop()  # nothing of an oversized mail is kept
         if not too_big:
-            unstuff.feed(data)
+            content.feed(data)
 
+    try:
+        await _read_until_end(reader, commit)
+    except BaseException:
+        content.drop()
+        raise
+    if too_big:
+        return DataResult(b"", size, True)
+    data = content.finish()
+    return DataResult(data, size, False, content.path)
+
+
+async def _read_until_end(reader: asyncio.StreamReader, commit: Callable[[bytes], None]) -> None:
+    pending = b"\r\n"  # read, but perhaps the start of the end marker: not yet content
     while True:
         if pending:  # the marker may have begun: read just enough bytes to tell
             data = pending + await reader.readexactly(len(END) - len(pending))
@@ -88,6 +145,3 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResu
         keep = _partial_end(data)
         commit(data[:-keep] if keep else data)
         pending = data[-keep:] if keep else b""
-    if too_big:
-        return DataResult(b"", size, True)
-    return DataResult(unstuff.finish()[2:], size, False)

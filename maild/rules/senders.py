@@ -87,7 +87,7 @@ def identify_speaker(msg: InboundMessage, token: ReplyToken | None, config: Conf
     auth = authentication_results(msg, config.auth.trusted_authserv_ids)
     if auth.get("dkim") == "pass" or auth.get("dmarc") == "pass":
         return Speaker(agent, "authentication-results")
-    if msg.header("DKIM-Signature") and dkim_verifies_for(msg.raw, sender.rpartition("@")[2], lookup):
+    if msg.header("DKIM-Signature") and dkim_verifies_for(msg.raw_bytes(), sender.rpartition("@")[2], lookup):
         return Speaker(agent, "dkim")
     if token is not None:
         return Speaker(None, "customer token, no sender authentication")

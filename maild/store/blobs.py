@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -26,6 +28,38 @@ def write_durably(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class BlobWriter:
+    """A blob written piece by piece (a large attachment decoded as it is read): hashed as it
+    goes, named by its hash only when complete."""
+
+    def __init__(self, store: BlobStore):
+        self.store = store
+        store.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=store.root, prefix=".tmp-")
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._tmp = Path(tmp)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        """fsync, then the content path; returns the SHA-256."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        sha256 = self._hash.hexdigest()
+        self.store.adopt(self._tmp, sha256)
+        return sha256
+
+    def discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -46,6 +80,35 @@ class BlobStore:
 
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
+
+    def adopt(self, file: Path, sha256: str) -> Path:
+        """Moves a complete, fsynced file on the same file system into the store as `sha256`
+        (or drops it if the store has that content already); returns the blob's path."""
+        path = self.path(sha256)
+        if path.exists():
+            file.unlink(missing_ok=True)
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, path)
+        return path
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
+
+
+def copy_durably(source: Path, target: Path) -> None:
+    """write_durably for a file too large to read into memory."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class DryRunBlobStore(BlobStore):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
-from maild.ingest.smtp_data import read_data
+from maild.ingest.smtp_data import DataResult, read_data
 
 
 def stuffed(content: bytes) -> bytes:
@@ -79,3 +80,36 @@ def test_oversized_mail_is_drained_and_not_kept() -> None:
     got, size, too_big, rest = read(stuffed(content) + b"QUIT\r\n", limit=99)
     assert (got, too_big, rest) == (b"", True, b"QUIT\r\n") and size == 100
     assert read(stuffed(content), limit=100)[:3] == (content, 100, False)
+
+
+def spool_read(wire: bytes, folder: Path, *, spool_above: int, limit: int | None = None,
+               pieces: list[int] | None = None) -> tuple[DataResult, bytes]:
+    async def go() -> tuple[DataResult, bytes]:
+        reader = asyncio.StreamReader(limit=64)
+        pos = 0
+        for n in pieces or []:
+            reader.feed_data(wire[pos:pos + n])
+            pos += n
+        reader.feed_data(wire[pos:])
+        reader.feed_eof()
+        return await read_data(reader, limit, spool_dir=folder, spool_above=spool_above), await reader.read()
+    return asyncio.run(go())
+
+
+def test_a_large_mail_goes_to_a_spool_file_unstuffed(tmp_path: Path) -> None:
+    content = b"".join(b".line %d\r\n" % i for i in range(2000))
+    result, rest = spool_read(stuffed(content) + b"QUIT\r\n", tmp_path, spool_above=1000,
+                              pieces=[3, 5, 7] * 500)
+    assert result.content == b"" and result.spooled is not None and rest == b"QUIT\r\n"
+    assert result.spooled.parent == tmp_path and result.spooled.read_bytes() == content
+    small, _ = spool_read(stuffed(b".x\r\n"), tmp_path, spool_above=1000)
+    assert small.content == b".x\r\n" and small.spooled is None
+
+
+def test_an_oversized_or_cut_off_mail_leaves_no_spool_file(tmp_path: Path) -> None:
+    content = b"x" * 5000 + b"\r\n"
+    result, rest = spool_read(stuffed(content) + b"QUIT\r\n", tmp_path, spool_above=100, limit=3000)
+    assert result.too_big and result.spooled is None and rest == b"QUIT\r\n"
+    with pytest.raises(asyncio.IncompleteReadError):  # the client went away in the middle
+        spool_read(content, tmp_path, spool_above=100)
+    assert list(tmp_path.iterdir()) == []
