@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -20,8 +21,9 @@ from maild.ingest.receive import Receiver
 from maild.ingest.smtp import clear_spool, start_smtp_servers
 from maild.ingest.writer import IngestWriter
 from maild.notify.outbox import OutboxWorker
+from maild.notify.samples import render_all_templates
 from maild.notify.transport import make_transport
-from maild.runtime import build_runtime
+from maild.runtime import Runtime, build_runtime
 from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
 
 log = structlog.get_logger("maild.daemon")
@@ -77,6 +79,22 @@ async def run_sla_timer(receiver: Receiver) -> None:
         log.info("sla events raised", count=raised)
 
 
+def report_template_problems(rt: Runtime) -> None:
+    """Renders every template once with sample data: compiled before a mail needs them, and a
+    broken one is in the log now rather than at the first mail that needs it."""
+    problems = render_all_templates(rt.config, rt.renderer)
+    if problems:
+        log.warning("template problems: mail that needs these templates will be quarantined", problems=problems)
+
+
+def settle(rt: Runtime) -> None:
+    """Before the first mail: templates compiled, and what is loaded so far moved out of the
+    garbage collector's way, so that its full passes stay short while mail waits for its 250."""
+    report_template_problems(rt)
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config_path: str | None) -> None:
     cfg = load_config(config_path)
     engine = make_engine(database_url(cfg))
@@ -95,6 +113,7 @@ async def serve(config_path: str | None) -> None:
         await asyncio.to_thread(parser.warm_up)
     receiver = Receiver(rt, writer, parser)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
+    await asyncio.to_thread(settle, rt)
     spool = cfg.data_dir / "spool"
     clear_spool(spool)
     servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
@@ -112,7 +131,9 @@ async def serve(config_path: str | None) -> None:
     def reload() -> None:
         try:
             new_cfg = load_config(config_path)
-            receiver.swap_runtime(build_runtime(new_cfg, rt.clock))
+            new_rt = build_runtime(new_cfg, rt.clock)
+            report_template_problems(new_rt)
+            receiver.swap_runtime(new_rt)
         except ConfigError as e:
             log.error("reload refused, running config kept", problems=e.problems)
             return

@@ -43,16 +43,18 @@ def sample_context(cfg: Config, recipient_kind: str = "customer") -> dict[str, A
             "errors": errors, "posts": [post], "history": history}
 
 
-def render_all_templates(cfg: Config) -> list[str]:
+def render_all_templates(cfg: Config, renderer: TemplateRenderer | None = None) -> list[str]:
     """Problems of the built-in templates, the admin's overrides, and every template a rule's
-    auto_reply names."""
+    auto_reply names. With the daemon's own `renderer`, this also compiles every template before
+    the first mail needs one."""
     override = cfg.path(cfg.templates_dir) if cfg.templates_dir else None
     if override is not None and not override.is_dir():
         return [f"{cfg.source}: templates_dir: {override} is not a folder"]
-    try:
-        renderer = TemplateRenderer(override)
-    except FileNotFoundError as e:
-        return [f"{cfg.source}: templates: {e}"]
+    if renderer is None:
+        try:
+            renderer = TemplateRenderer(override)
+        except FileNotFoundError as e:
+            return [f"{cfg.source}: templates: {e}"]
     problems = []
     auto_replies = [str(r.then["auto_reply"]) for r in cfg.rules if r is not None and r.then.get("auto_reply")]
     for kind in (*TEMPLATE_KINDS, *dict.fromkeys(auto_replies)):

@@ -225,3 +225,19 @@ def test_auto_reply_rule_uses_an_admin_template(database: Database, sink: Sink, 
         assert welcome.message["Auto-Submitted"] == "auto-replied"
     finally:
         d.stop()
+
+
+def test_a_broken_admin_template_is_reported_when_the_daemon_starts(sink: Sink, tmp_path: Path) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "stage_changed.j2").write_text(
+        '{% extends "layout.j2" %}\n{% block text %}Now {{ case.stage }{% endblock %}\n')
+    d = Daemon.with_config(tmp_path, f"sqlite:///{tmp_path}/maild.db", f"smtp://127.0.0.1:{sink.port}")
+    assert d.config is not None
+    d.config.write_text('templates_dir = "tpl"\n' + d.config.read_text())
+    d.start()
+    try:
+        problem = [json.loads(line) for line in d.log().splitlines()
+                   if line.startswith("{") and "template problems" in line]
+        assert problem and any("stage_changed.j2:2: template syntax error" in p for p in problem[0]["problems"])
+    finally:
+        d.stop()
