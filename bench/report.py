@@ -44,6 +44,8 @@ def _paced_label(db: str, f: dict[str, Any]) -> str:
 def smtp_runs(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every run with its table label, in table order: each paced run under its full-speed one."""
     runs = [("do-nothing aiosmtpd", s["do_nothing"])] if "do_nothing" in s else []
+    if "do_nothing_block_reader" in s:
+        runs.append(("  … with maild's DATA reader", s["do_nothing_block_reader"]))
     for db in [*s["maild"], *(d for d in s["paced"] if d not in s["maild"])]:
         if db in s["maild"]:
             runs.append((f"maild ({db})", s["maild"][db]))
@@ -66,6 +68,8 @@ def smtp_lines(s: dict[str, Any]) -> list[str]:
             lines.append(f"{label:<{LABEL}} FAILED: {_last_line(f['error'])}")
         elif f is s.get("do_nothing"):
             lines.append(_row(label, f, "-", "1.00"))
+        elif f is s.get("do_nothing_block_reader"):
+            lines.append(_row(label, f, "-", f"{f['ratio']:.2f}"))
         else:
             ratio = f"{f['ratio']:.2f}" if "ratio" in f else "-"
             lines.append(_row(label, f, f"{f['peak_rss_mb']:.0f} MB", ratio))

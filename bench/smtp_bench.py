@@ -48,9 +48,13 @@ def _load_figures(result: LoadResult, server_cpu_s: float) -> dict[str, Any]:
     return figures
 
 
-def run_do_nothing(mails: list[Mail], concurrency: int, per_connection: int) -> dict[str, Any]:
-    say(f"smtp: {len(mails)} messages into a do-nothing aiosmtpd")
-    server = CountingServer().start()
+def run_do_nothing(mails: list[Mail], concurrency: int, per_connection: int,
+                   block_reader: bool = False) -> dict[str, Any]:
+    """The yardstick: stock aiosmtpd answering 250; with `block_reader`, the same with maild's
+    DATA reader, which shows what SMTP itself costs maild."""
+    say(f"smtp: {len(mails)} messages into a do-nothing aiosmtpd" + (" with maild's DATA reader" if block_reader
+                                                                      else ""))
+    server = CountingServer(block_reader=block_reader).start()
     try:
         cpu0 = tree_cpu_seconds(server.pid)
         result = send_all("127.0.0.1", server.port, mails, concurrency, per_connection)
@@ -69,7 +73,7 @@ def run_maild(mails: list[Mail], concurrency: int, per_connection: int, database
         say(f"smtp: preloading {preload:,} cases with {3 * preload:,} messages ({database})")
     pace = f" at {rate:.1f} msgs/s" if rate else ""
     say(f"smtp: {len(mails)} messages into maild ({database}){pace}, then waiting for its acknowledgements")
-    sink = CountingServer(staff_domain=STAFF_DOMAIN).start()
+    sink = CountingServer(staff_domain=STAFF_DOMAIN, block_reader=True).start()
     desk: Desk | None = None
     try:
         desk = Desk(database, sink.port, preload=preload)
@@ -152,7 +156,10 @@ def run_smtp(messages: int, concurrency: int, per_connection: int, databases: li
         return out
 
     out["do_nothing"] = run_do_nothing(mails, concurrency, per_connection)
+    out["do_nothing_block_reader"] = run_do_nothing(mails, concurrency, per_connection, block_reader=True)
     base = out["do_nothing"]["msgs_per_s"]
+    out["do_nothing_block_reader"]["ratio"] = round(out["do_nothing_block_reader"]["msgs_per_s"] / base, 3) \
+        if base else 0.0
     for db, rows in runs:
         label = f"{db}, {rows // 1000}k cases" if rows else db
         figures = _attempt(out["maild"], label, db, preload=rows, **load)
