@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,14 @@ def test_a_killed_worker_loses_no_mail(pool: ParsePool) -> None:
         assert (await pool.parse(raw)) == parse_message(raw)  # and the new pool works
 
     asyncio.run(go())
+
+
+def test_a_poller_batch_parses_ahead_and_survives_a_killed_worker(pool: ParsePool) -> None:
+    raws = [crlf(name) for name in ("gmail-new-plain-and-html.eml", "apple-mail-new.eml",
+                                    "russian-koi8r.eml")]
+    batch = [pool.submit(raw) for raw in raws]
+    assert [p.result() for p in batch] == [parse_message(raw) for raw in raws]
+    pid = pool._pool.submit(os.getpid).result()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert [pool.submit(raw).result() for raw in raws] == [parse_message(raw) for raw in raws]

@@ -281,10 +281,11 @@ class ImapPoller:
         bodies = client.fetch(batch, ["BODY.PEEK[]"])
         plan = imap_delivery(self.mailbox)
         pending: list[tuple[int, PendingReceive]] = []
-        for uid in batch:
-            raw = bodies.get(uid, {}).get(b"BODY[]")
-            if raw is None:  # deleted meanwhile by another client
-                continue
+        fetched = [(uid, raw) for uid in batch if (raw := bodies.get(uid, {}).get(b"BODY[]")) is not None]
+        # (a missing body: deleted meanwhile by another client)
+        parsing = {uid: self.receiver.parse_soon(raw) for uid, raw in fetched
+                   if int(sizes.get(uid, {}).get(b"RFC822.SIZE", len(raw))) <= limit}
+        for uid, raw in fetched:
             size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", len(raw)))
             cursor = self._cursor_writer(uidvalidity, uid)
             if size > limit:
@@ -293,7 +294,8 @@ class ImapPoller:
                                                                     also=cursor)))
                 continue
             pending.append((uid, self.receiver.start(raw, plan, via="imap", mail_from=None,
-                                                     recipients=[self.mailbox.address], also=cursor)))
+                                                     recipients=[self.mailbox.address], also=cursor,
+                                                     parsing=parsing.get(uid))))
         stored = []
         for uid, waiting in pending:
             if not waiting.finish().stored:

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -81,11 +81,28 @@ def _store_attachments(msg: InboundMessage, attachment_root: str) -> None:
             attachments.put(a.data, a.sha256)
 
 
+class Parsing:
+    """A mail being parsed in the pool, for a caller that is a thread (the IMAP poller)."""
+
+    def __init__(self, pool: ParsePool, executor: ProcessPoolExecutor, raw: bytes, future: Future[InboundMessage]):
+        self._pool, self._executor, self._raw, self._future = pool, executor, raw, future
+
+    def result(self) -> InboundMessage:
+        """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
+        try:
+            msg = self._future.result()
+        except BrokenProcessPool:  # a worker was killed: do this one here
+            self._pool.restart(self._executor)
+            msg = parse_and_store(self._raw, *self._pool.roots)
+        return dataclasses.replace(msg, raw=self._raw)
+
+
 class ParsePool:
     def __init__(self, processes: int, raw_root: Path, attachment_root: Path):
         self.processes = processes
-        self._roots = (str(raw_root), str(attachment_root))
+        self.roots = (str(raw_root), str(attachment_root))
         self._pool = self._new_pool()
+        self._lock = threading.Lock()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
@@ -104,13 +121,32 @@ class ParsePool:
 
     async def _run(self, job: Callable[..., InboundMessage], first: bytes | Path) -> InboundMessage:
         loop = asyncio.get_running_loop()
+        executor = self._pool
         try:
-            return await loop.run_in_executor(self._pool, job, first, *self._roots)
+            return await loop.run_in_executor(executor, job, first, *self.roots)
         except BrokenProcessPool:  # a worker was killed: start afresh, and do this one here
+            self.restart(executor)
+            return await asyncio.to_thread(job, first, *self.roots)
+
+    def submit(self, raw: bytes) -> Parsing:
+        """parse_and_store in a worker, waited for by Parsing.result()."""
+        with self._lock:
+            executor = self._pool
+        try:
+            return Parsing(self, executor, raw, executor.submit(parse_and_store, raw, *self.roots))
+        except BrokenProcessPool:
+            self.restart(executor)
+            return self.submit(raw)
+
+    def restart(self, broken: ProcessPoolExecutor) -> None:
+        """After a worker died, the executor takes no more work: a new one takes over (once,
+        however many callers saw `broken` fail)."""
+        with self._lock:
+            if self._pool is not broken:
+                return
             log.error("parse worker died; parse pool restarted")
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return await asyncio.to_thread(job, first, *self._roots)
 
     def warm_up(self) -> None:
         """Starts the workers now rather than on the first mail, which should not wait for them."""

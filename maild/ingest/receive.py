@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
-from maild.ingest.parse_pool import ParsePool, parse_spooled
+from maild.ingest.parse_pool import ParsePool, Parsing, parse_spooled
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
@@ -121,12 +121,22 @@ class Receiver:
         """Parses, stores and waits for the commit; for callers that are threads already."""
         return self.start(raw, plan, via=via, mail_from=mail_from, recipients=recipients, also=also).finish()
 
+    def parse_soon(self, raw: bytes) -> Parsing | None:
+        """Starts parsing in the parse pool (None without one), so that a poller's whole batch is
+        parsed in parallel while it hands the mails to the writer in order."""
+        return self.parser.submit(raw) if self.parser is not None else None
+
     def start(self, raw: bytes, plan: DeliveryPlan, *, via: str, mail_from: str | None,
-              recipients: list[str], also: AlsoWrite | None = None) -> PendingReceive:
-        """Parses and hands the mail to the writer without waiting, so that a poller can queue a
-        whole batch into one commit; `finish()` waits and logs."""
+              recipients: list[str], also: AlsoWrite | None = None,
+              parsing: Parsing | None = None) -> PendingReceive:
+        """Parses (or waits for `parsing`, from parse_soon) and hands the mail to the writer
+        without waiting, so that a poller can queue a whole batch into one commit; `finish()`
+        waits and logs."""
         try:
-            msg = parse_message(raw)
+            msg = parsing.result() if parsing is not None else parse_message(raw)
+        except OSError as e:  # the worker could not write the blobs: nothing is kept, retry later
+            log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
+            return PendingReceive(lambda: ReceiveResult(stored=False, outcomes=[]))
         except ParseError as e:
             return self.start_quarantine(raw, f"unparseable: {e}", mail_from, recipients, also)
         return self.hand_over(raw, msg, plan, via=via, mail_from=mail_from, recipients=recipients, also=also)
