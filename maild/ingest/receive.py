@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
@@ -35,8 +36,19 @@ AlsoWrite = Callable[[Session], None]
 class PendingReceive:
     """A mail handed to the writer; `finish()` waits for its commit (or quarantine)."""
 
-    def __init__(self, finish: Callable[[], ReceiveResult]):
+    def __init__(self, finish: Callable[[], ReceiveResult], commit: Future[Any] | None = None):
         self.finish = finish
+        self.commit = commit  # the writer's job, when there is one
+
+    async def finish_on_loop(self) -> ReceiveResult:
+        """finish() for the event loop: awaits the commit instead of holding a thread for it,
+        and needs a thread only for a quarantine (file writes)."""
+        if self.commit is None:
+            return await asyncio.to_thread(self.finish)
+        await asyncio.wait([asyncio.wrap_future(self.commit)])
+        if self.commit.exception() is None or isinstance(self.commit.exception(), StorageError):
+            return self.finish()  # the result is there: finish() only logs
+        return await asyncio.to_thread(self.finish)
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,8 @@ class Receiver:
                 raw.unlink(missing_ok=True)
             return ReceiveResult(stored=False, outcomes=[])
         kept: bytes | Path = Path(msg.raw_path) if msg.raw_path else raw
-        return await asyncio.to_thread(self.hand_over(kept, msg, plan, via=via, mail_from=mail_from,
-                                                      recipients=recipients).finish)
+        return await self.hand_over(kept, msg, plan, via=via, mail_from=mail_from,
+                                    recipients=recipients).finish_on_loop()
 
     async def _parse_off_loop(self, raw: bytes | Path) -> InboundMessage:
         rt = self.runtime
@@ -165,7 +177,7 @@ class Receiver:
                          classification=o.classification, visibility=o.visibility,
                          acknowledgement=o.acknowledgement, via=via, size=msg.size)
             return ReceiveResult(stored=True, outcomes=outcomes)
-        return PendingReceive(finish)
+        return PendingReceive(finish, future)
 
     def submit(self, msg: InboundMessage, deliveries: list[Delivery], rt: Runtime,
                also: AlsoWrite | None = None) -> Future[list[Outcome]]:
