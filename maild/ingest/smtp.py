@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
 TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH_RE = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+
 class MaildSMTP(SMTP):
     """aiosmtpd with DATA read in blocks (ingest.smtp_data) instead of line by line.
 
@@ -32,6 +37,16 @@ class MaildSMTP(SMTP):
     def __init__(self, handler: Any, *, spool_dir: Path | None = None, **kwargs: Any):
         super().__init__(handler, **kwargs)
         self.spool_dir = spool_dir  # where a large mail's DATA goes instead of memory
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """`<local@domain> …` of MAIL and RCPT, for plain addresses without the header parser
+        (aiosmtpd's path builds a class per call); anything else goes the full way."""
+        m = _PLAIN_PATH_RE.match(arg)
+        rest = arg[m.end():].lstrip(" \t") if m else ""
+        if m is None or rest.startswith("(") or (
+                self.local_part_limit and len(m.group(1).rpartition("@")[0]) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return m.group(1), rest
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

@@ -113,3 +113,18 @@ def test_an_oversized_or_cut_off_mail_leaves_no_spool_file(tmp_path: Path) -> No
     with pytest.raises(asyncio.IncompleteReadError):  # the client went away in the middle
         spool_read(content, tmp_path, spool_above=100)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arg", [
+    "<jane@acme.test>", "<jane.doe+tag@mail.acme.test> SIZE=1234 BODY=8BITMIME", "<>", "<\"odd person\"@acme.test>",
+    "jane@acme.test", "<a..b@acme.test>", "<.a@acme.test>", "<jane@[192.0.2.1]>", "<x@acme.test", "",
+    "<jane@acme.test>SMTPUTF8", "<jane@acme.test> \t X", "<jane@acme.test> (comment) X", "<žofie@acme.test>",
+    "<@relay.test:jane@acme.test>",
+])
+def test_mail_and_rcpt_addresses_read_as_aiosmtpd_reads_them(arg: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from maild.ingest.smtp import MaildSMTP
+
+    ours, theirs = MaildSMTP(object()), SMTP(object())
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
