@@ -17,7 +17,7 @@ from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.db import schema_is_current
 from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
-from maild.store.outbox import claim_due, mark_failed
+from maild.store.outbox import claim_due, enqueue_mail, mark_failed
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
 from tests.support.faults import break_inserts
@@ -226,6 +226,27 @@ def test_acknowledgements_are_rate_limited_per_address(engine: Engine, tmp_path:
     assert len(desk.outbox()) == 3  # the daily cap
     desk.ingest(mail("other@acme.test", "Someone else"))
     assert len(desk.outbox()) == 4
+
+
+def test_the_daily_cap_counts_automatic_mail_only_and_the_hourly_limit_the_last_hour(engine: Engine,
+                                                                                    tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, protection=ProtectionConfig(ack_per_hour=1, auto_mail_per_day=3))
+    assert desk.ingest(mail("jane@acme.test", "First")).acknowledgement == "jane@acme.test: queued"
+    desk.now += timedelta(hours=2)
+    with desk.sessions() as s, s.begin():  # an agent's answer: a person's mail, not an automatic one
+        enqueue_mail(s, case_number=None, message_id="answer@support.example.com", kind="post_public",
+                     mail_from="support@example.com", recipient="Jane@Acme.test", raw=b"x", automatic=False,
+                     now=desk.now)
+    assert desk.ingest(mail("jane@acme.test", "Second")).acknowledgement == "jane@acme.test: queued"
+    third = desk.ingest(mail("jane@acme.test", "Third")).acknowledgement
+    assert third == "jane@acme.test: none (rate limit: 1 acknowledgements an hour to jane@acme.test)"
+    desk.now += timedelta(hours=2)
+    assert desk.ingest(mail("jane@acme.test", "Fourth")).acknowledgement == "jane@acme.test: queued"
+    desk.now += timedelta(hours=2)
+    fifth = desk.ingest(mail("jane@acme.test", "Fifth")).acknowledgement
+    assert fifth == "jane@acme.test: none (daily cap: 3 automatic mails a day to jane@acme.test)"
+    desk.now += timedelta(hours=20)  # "First" is more than a day old
+    assert desk.ingest(mail("jane@acme.test", "Sixth")).acknowledgement == "jane@acme.test: queued"
 
 
 def contact_state(desk: Desk, address: str) -> str:
