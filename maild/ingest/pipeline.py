@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig
@@ -78,6 +78,16 @@ class DbLookup:
         return case is not None and address in case_store.customer_addresses(self.session, case)
 
 
+# Statements of every mail, built once: building one costs more than running it.
+_STORED = select(Message.case_number, Message.classification).where(
+    Message.mailbox == bindparam("mailbox"), Message.dedup_key == bindparam("key"))
+_KINDS_SENT = select(OutboxMail.kind).where(OutboxMail.message_id.in_(bindparam("ids", expanding=True)))
+_LAST_FROM = (select(Message.message_id)
+              .where(Message.case_number == bindparam("case"), Message.message_id.is_not(None),
+                     Message.from_address.in_(bindparam("senders", expanding=True)))
+              .order_by(Message.id.desc()).limit(1))
+
+
 def dedup_key(msg: InboundMessage) -> str:
     return msg.message_id or f"sha256:{msg.sha256}"
 
@@ -86,8 +96,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
-    existing = session.scalars(select(Message).where(Message.mailbox == mailbox,
-                                                     Message.dedup_key == key)).first()
+    existing = session.execute(_STORED, {"mailbox": mailbox, "key": key}).first()
     if existing is not None:
         return Outcome("duplicate", existing.case_number, "duplicate", existing.classification)
 
@@ -323,17 +332,13 @@ def _answers_a_note(session: Session, msg: InboundMessage, match: Match) -> bool
     ids = [*msg.in_reply_to, *msg.references[-1:]]
     if not ids:
         return False
-    kinds = session.scalars(select(OutboxMail.kind).where(OutboxMail.message_id.in_(ids))).all()
-    return "post_internal" in kinds
+    return "post_internal" in session.scalars(_KINDS_SENT, {"ids": ids}).all()
 
 
 def _last_customer_message_id(session: Session, case: Case) -> str | None:
     """What an agent's public answer replies to, so it threads in the customer's mail client."""
     customers = case_store.customer_addresses(session, case)
-    return session.scalar(
-        select(Message.message_id).where(Message.case_number == case.number, Message.message_id.is_not(None),
-                                         Message.from_address.in_(customers))
-        .order_by(Message.id.desc()).limit(1))
+    return session.scalar(_LAST_FROM, {"case": case.number, "senders": customers})
 
 
 def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maild.config import OrganizationsConfig
 from maild.store.models import Contact, Organization, OrganizationDomain
 
+# Statements of every mail, built once: building one costs more than running it.
+_ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
+_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+
 
 def organization_for_domain(session: Session, domain: str) -> Organization | None:
-    return session.scalars(
-        select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == domain.lower())
-    ).first()
+    return session.scalars(_ORG_BY_DOMAIN, {"domain": domain.lower()}).first()
 
 
 def ensure_organization(session: Session, domain: str, settings: OrganizationsConfig,
@@ -43,7 +45,7 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
                    now: datetime, last_mail_at: datetime | None = None) -> Contact:
     """The contact of an address, created from its first mail and named from its From header."""
     address = address.lower()
-    contact = session.scalars(select(Contact).where(Contact.email == address)).first()
+    contact = session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
         contact = Contact(email=address, name=name or "", organization=org, created_at=now,
