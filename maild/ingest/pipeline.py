@@ -47,6 +47,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
+from maild.store.rows import insert_row, insert_rows
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
@@ -106,7 +107,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:2000], classification=classification.kind, received_at=now)
-    # added to the session once its case is known: one INSERT, not an INSERT and an UPDATE
+    # written (store.rows) once its case is known: one INSERT, not an INSERT and an UPDATE
 
     if classification.kind == "bounce":
         return ingest_bounce(session, msg, stored, classification, rt)
@@ -116,7 +117,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     sender_address = msg.sender.address if msg.sender else (delivery.envelope_sender or "").lower()
     if not sender_address:
         stored.matched_by = match.rule
-        session.add(stored)
+        insert_row(session, stored)
         return Outcome("ignored", None, match.rule, classification.kind, acknowledgement="none: no sender address")
     sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now,
                             last_mail_at=now)
@@ -159,7 +160,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     case.updated_at = now
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
-    session.add(stored)
+    insert_row(session, stored)
 
     if rt.config.contacts.cc_participants:
         _add_cc_participants(session, msg, case, sender.email, rt)
@@ -216,14 +217,16 @@ def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case
               visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
     if html is None:
         html = sanitize_html(msg.html) if msg.html else None
-    post = Post(case_number=case.number, message=stored, visibility=visibility, author=author,
+    """Written at once (store.rows): `case.posts`, if already loaded, does not show it."""
+    post = Post(case_number=case.number, message_pk=stored.id, visibility=visibility, author=author,
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
-    session.add(post)
+    insert_row(session, post)
     for a in msg.attachments:
         sha = rt.attachment_store.put(a.data)
-        post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
-                                           size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
-    session.flush()
+        post.attachments.append(Attachment(post_id=post.id, filename=_safe_filename(a.filename),
+                                           content_type=a.content_type, size=len(a.data), sha256=sha,
+                                           content_id=a.content_id, inline=a.inline))
+    insert_rows(session, post.attachments)
     return post
 
 
@@ -281,7 +284,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     actor = agent.email.lower()
     stored.case_number = case.number
     stored.matched_by = match.rule
-    session.add(stored)
+    insert_row(session, stored)
     reply = extract_reply(msg.text, msg.html)
     if classification.kind == "normal":
         parsed = parse_reply_commands(reply.text)

@@ -18,6 +18,7 @@ from maild.store.models import (
     Message,
     OutboxMail,
 )
+from maild.store.rows import insert_rows
 
 # Statements of every mail, built once: building one costs more than running it.
 _CASES_OF_STORED = select(Message.message_id, Message.case_number).where(
@@ -60,17 +61,27 @@ def add_participant(session: Session, case: Case, contact: Contact) -> bool:
     return True
 
 
+def _written(session: Session, case: Case) -> int:
+    """The case's number, flushing a case that is still pending: history and events are Core
+    INSERTs that refer to its row."""
+    if case.number is None:
+        session.flush()
+    return case.number
+
+
 def record_change(session: Session, case: Case, *, field: str, old: Any, new: Any, actor: str,
                   via: str, now: datetime, rule: str | None = None) -> None:
-    session.add(HistoryEntry(case_number=case.number, actor=actor, via=via, rule=rule, field=field,
-                             old_value=None if old is None else str(old),
-                             new_value=None if new is None else str(new), created_at=now))
+    """Written at once (store.rows): `case.history`, if already loaded, does not show it."""
+    insert_rows(session, [HistoryEntry(case_number=_written(session, case), actor=actor, via=via, rule=rule,
+                                       field=field, old_value=None if old is None else str(old),
+                                       new_value=None if new is None else str(new), created_at=now)])
 
 
 def record_event(session: Session, case: Case, kind: str, actor: str, now: datetime,
                  **data: Any) -> Event:
-    event = Event(case_number=case.number, kind=kind, actor=actor, data=data, created_at=now)
-    session.add(event)
+    """Written at once (store.rows); the returned event is for this transaction's fan-out."""
+    event = Event(case_number=_written(session, case), kind=kind, actor=actor, data=data, created_at=now)
+    insert_rows(session, [event])
     return event
 
 

@@ -8,16 +8,18 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from maild.store.models import OutboxMail
+from maild.store.rows import insert_rows
 
 CLAIM_LEASE = timedelta(minutes=5)
 
 
 def enqueue_mail(session: Session, *, case_number: int | None, message_id: str, kind: str,
                  mail_from: str, recipient: str, raw: bytes, automatic: bool, now: datetime) -> OutboxMail:
+    """Written at once with a Core INSERT (store.rows): the outbox worker reads it after commit."""
     row = OutboxMail(case_number=case_number, message_id=message_id, kind=kind, automatic=automatic,
                      mail_from=mail_from, recipient=recipient.lower(), raw=raw, status="pending",
                      attempts=0, next_attempt_at=now, created_at=now)
-    session.add(row)
+    insert_rows(session, [row])
     return row
 
 

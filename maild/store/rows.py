@@ -1,0 +1,92 @@
+"""Write-only rows (messages, posts, history, events, outbox mail) written with Core inserts.
+
+The ingest writer is maild's serial bottleneck, and a unit-of-work flush costs several times
+a Core INSERT of the same row. Rows that nothing reads back through the session in the same
+transaction are built as model objects as ever (callers keep their attributes, in-memory
+lists of events and posts keep working) and written at once with a Core INSERT; the object
+stays transient, with its primary key and column defaults filled in. Queries see the row
+immediately, with no autoflush needed. Never commits.
+
+An inserted object is not in the session: changing it later writes nothing, and relationships
+of the row (`case.posts`, `case.history`) show it only when loaded after the insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Insert, Table, insert
+from sqlalchemy.orm import Session, class_mapper
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+
+from maild.store.models import Base
+
+_Column = tuple[str, Callable[[], Any] | None]  # attribute key, its Python default
+
+
+class _Plan:
+    """How one mapped class is written: its columns and defaults, and the statements, built once."""
+
+    def __init__(self, cls: type[Base]):
+        mapper = class_mapper(cls)
+        table = mapper.local_table
+        assert isinstance(table, Table)
+        (pk,) = mapper.primary_key
+        self.pk_key = mapper.get_property_by_column(pk).key
+        self.columns: list[_Column] = []
+        for prop in mapper.column_attrs:
+            (column,) = prop.columns
+            if column is pk:
+                continue
+            assert column.key == prop.key, f"{cls.__name__}.{prop.key}: attribute and column names differ"
+            default = column.default
+            factory: Callable[[], Any] | None = None
+            if default is not None and default.is_callable:
+                fn = default.arg  # type: ignore[attr-defined]
+                factory = lambda fn=fn: fn(None)  # noqa: E731 - SQLAlchemy wraps it to take a context
+            elif default is not None and default.is_scalar:
+                factory = lambda value=default.arg: value  # type: ignore[attr-defined]  # noqa: E731
+            self.columns.append((prop.key, factory))
+        self.insert: Insert = insert(table)
+        self.insert_returning = insert(table).returning(pk)
+
+    def values(self, obj: Base) -> dict[str, Any]:
+        """Every column's value, defaults filled into the object too (as a flush would)."""
+        state = instance_dict(obj)
+        out = {}
+        for key, factory in self.columns:
+            if key in state:
+                out[key] = state[key]
+            else:
+                value = factory() if factory is not None else None
+                set_committed_value(obj, key, value)
+                out[key] = value
+        return out
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type[Base]) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _Plan(cls)
+    return plan
+
+
+def insert_row(session: Session, obj: Base) -> int:
+    """INSERTs one new object's row now; sets and returns its primary key."""
+    plan = _plan(type(obj))
+    pk = session.connection().execute(plan.insert_returning, plan.values(obj)).scalar_one()
+    set_committed_value(obj, plan.pk_key, pk)
+    return int(pk)
+
+
+def insert_rows(session: Session, objs: Sequence[Base]) -> None:
+    """INSERTs new objects of one class in one executemany; their primary keys stay unset."""
+    if not objs:
+        return
+    plan = _plan(type(objs[0]))
+    assert all(type(o) is type(objs[0]) for o in objs)
+    session.connection().execute(plan.insert, [plan.values(o) for o in objs])
