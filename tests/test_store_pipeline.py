@@ -169,6 +169,21 @@ def test_cc_addresses_become_participants_and_may_thread_by_tag(desk: Desk) -> N
     assert out.case_number == n and out.matched_by == "subject"
 
 
+def test_an_address_named_twice_joins_the_case_once(desk: Desk) -> None:
+    desk.ingest(mail("bob@acme.test", "Known already"))
+    raw = mail("jane@acme.test", "Printer", to="support@example.com, Bob <bob@acme.test>, new@acme.test",
+               headers={"Cc": "bob@acme.test, New Colleague <new@acme.test>, other@beta.test"})
+    case = desk.case(desk.ingest(raw).case_number)
+    assert sorted(p.contact.email for p in case.participants) == ["bob@acme.test", "new@acme.test",
+                                                                  "other@beta.test"]
+    other = desk.q(lambda s: s.scalars(select(Contact).where(Contact.email == "other@beta.test")).one().organization)
+    assert other.name == "beta.test"  # type: ignore[attr-defined]
+    again = mail("jane@acme.test", f"Re: [#{case.number}] Printer", to="support@example.com, jane@acme.test",
+                 headers={"Cc": "new@acme.test"})
+    desk.ingest(again)
+    assert len(desk.case(case.number).participants) == 3
+
+
 def test_customer_reply_reopens_pending_case(desk: Desk) -> None:
     n = desk.ingest(mail("jane@acme.test", "Printer")).case_number
     with desk.sessions() as s, s.begin():

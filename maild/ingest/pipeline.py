@@ -157,7 +157,8 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
         events.append(case_store.record_event(session, case, "stage_changed", sender.email, now,
                                               old=case.stage, new="open"))
         case.stage = "open"
-    case.updated_at = now
+    if not created:
+        case.updated_at = now  # a new case has it already: setting it again would cost a flush
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
     insert_row(session, stored)
@@ -196,11 +197,11 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
     subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
                 stage="new", type="question", priority="normal", requester=requester,
-                organization_id=requester.organization_id, linked_case=linked, fields={},
+                organization=requester.organization, linked_case=linked, fields={},
                 created_at=now, updated_at=now,
                 participants=[], tags=[], followers=[], posts=[], history=[])  # known empty: no lazy loads
     session.add(case)
-    session.flush()  # the database hands out the case number
+    session.flush()  # the database hands out the case number; a new contact and organization go with it
     return case
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from maild.config import OrganizationsConfig
 from maild.store.models import Contact, Organization, OrganizationDomain
 
 # Statements of every mail, built once: building one costs more than running it.
 _ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
-_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+_CONTACT_BY_EMAIL = select(Contact).options(joinedload(Contact.organization)).where(
+    Contact.email == bindparam("email"))
 
 
 def organization_for_domain(session: Session, domain: str) -> Organization | None:
@@ -30,8 +31,7 @@ def ensure_organization(session: Session, domain: str, settings: OrganizationsCo
         return None
     org = Organization(name=domain, created_at=now, fields={})
     org.domains.append(OrganizationDomain(domain=domain))
-    session.add(org)
-    session.flush()
+    session.add(org)  # flushed with what refers to it (or by the next query)
     return org
 
 
@@ -43,7 +43,9 @@ def unmailed_contacts(session: Session) -> set[str]:
 
 def ensure_contact(session: Session, address: str, name: str, settings: OrganizationsConfig,
                    now: datetime, last_mail_at: datetime | None = None) -> Contact:
-    """The contact of an address, created from its first mail and named from its From header."""
+    """The contact of an address, created from its first mail and named from its From header.
+    Its organization is loaded with it (mail to agents names it). A new contact is pending: it
+    is flushed with what refers to it (the case) or by the next query."""
     address = address.lower()
     contact = session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is None:
@@ -52,7 +54,6 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
                           state="active", fields={}, last_mail_at=last_mail_at)
         unmailed_contacts(session).add(address)
         session.add(contact)
-        session.flush()
     else:
         if name and not contact.name:
             contact.name = name
