@@ -47,7 +47,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
-from maild.store.rows import insert_row, insert_rows
+from maild.store.rows import insert_persistent, insert_row, insert_rows
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
@@ -158,7 +158,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
                                               old=case.stage, new="open"))
         case.stage = "open"
     if not created:
-        case.updated_at = now  # a new case has it already: setting it again would cost a flush
+        case.updated_at = now  # a new case has it already: setting it again would cost an UPDATE
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
     insert_row(session, stored)
@@ -195,13 +195,14 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
 def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, requester: Contact,
                linked: int | None, now: datetime) -> Case:
     subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
+    if requester.id is None:
+        session.flush()  # a contact first seen in this mail (and its new organization)
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
-                stage="new", type="question", priority="normal", requester=requester,
-                organization=requester.organization, linked_case=linked, fields={},
-                created_at=now, updated_at=now,
+                stage="new", type="question", priority="normal", requester=requester, requester_id=requester.id,
+                organization=requester.organization, organization_id=requester.organization_id,
+                linked_case=linked, fields={}, created_at=now, updated_at=now,
                 participants=[], tags=[], followers=[], posts=[], history=[])  # known empty: no lazy loads
-    session.add(case)
-    session.flush()  # the database hands out the case number; a new contact and organization go with it
+    insert_persistent(session, case)  # the database hands out the case number
     return case
 
 

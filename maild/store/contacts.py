@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from maild.config import OrganizationsConfig
 from maild.store.models import Contact, Organization, OrganizationDomain
+from maild.store.rows import update_row
 
 # Statements of every mail, built once: building one costs more than running it.
 _ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
@@ -58,5 +59,5 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
         if name and not contact.name:
             contact.name = name
         if last_mail_at is not None:
-            contact.last_mail_at = last_mail_at
+            update_row(session, contact, last_mail_at=last_mail_at)  # now, rather than by a flush
     return contact

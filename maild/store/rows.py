@@ -1,14 +1,19 @@
-"""Write-only rows (messages, posts, history, events, outbox mail) written with Core inserts.
+"""Rows of every mail written with Core statements instead of unit-of-work flushes.
 
-The ingest writer is maild's serial bottleneck, and a unit-of-work flush costs several times
-a Core INSERT of the same row. Rows that nothing reads back through the session in the same
-transaction are built as model objects as ever (callers keep their attributes, in-memory
-lists of events and posts keep working) and written at once with a Core INSERT; the object
-stays transient, with its primary key and column defaults filled in. Queries see the row
-immediately, with no autoflush needed. Never commits.
+The ingest writer is maild's serial bottleneck, and a flush costs several times a Core
+INSERT of the same row. Rows are built as model objects as ever (callers keep their
+attributes; in-memory lists of events and posts keep working) and written at once; queries
+see them immediately, with no autoflush needed. Never commits.
 
-An inserted object is not in the session: changing it later writes nothing, and relationships
-of the row (`case.posts`, `case.history`) show it only when loaded after the insert.
+- `insert_row` / `insert_rows`: write-only rows (messages, posts, history, events, outbox
+  mail). The object stays transient, with its primary key and column defaults filled in:
+  changing it later writes nothing, and relationships of the row (`case.posts`,
+  `case.history`) show it only when loaded after the insert.
+- `insert_persistent`: a row the transaction goes on using (a new case). The object joins
+  the session as if loaded, and later changes to it are flushed as UPDATEs.
+- `update_row`: a column change of a loaded object, written now and not left dirty.
+
+Foreign keys are written from the objects' columns: set them, not just the relationships.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert
-from sqlalchemy.orm import Session, class_mapper
+from sqlalchemy import Insert, Table, Update, bindparam, insert, update
+from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
 from maild.store.models import Base
@@ -50,6 +55,7 @@ class _Plan:
             self.columns.append((prop.key, factory))
         self.insert: Insert = insert(table)
         self.insert_returning = insert(table).returning(pk)
+        self.update: Update = update(table).where(pk == bindparam("pk_"))
 
     def values(self, obj: Base) -> dict[str, Any]:
         """Every column's value, defaults filled into the object too (as a flush would)."""
@@ -90,3 +96,20 @@ def insert_rows(session: Session, objs: Sequence[Base]) -> None:
     plan = _plan(type(objs[0]))
     assert all(type(o) is type(objs[0]) for o in objs)
     session.connection().execute(plan.insert, [plan.values(o) for o in objs])
+
+
+def insert_persistent(session: Session, obj: Base) -> int:
+    """INSERTs a new object's row now and adds the object to the session as if it had been
+    loaded (relationships set on it stay loaded); returns its primary key."""
+    pk = insert_row(session, obj)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return pk
+
+
+def update_row(session: Session, obj: Base, **values: Any) -> None:
+    """UPDATEs columns of a loaded object's row now; the object shows the values, not dirty."""
+    plan = _plan(type(obj))
+    session.connection().execute(plan.update, {"pk_": getattr(obj, plan.pk_key), **values})
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
