@@ -217,17 +217,18 @@ def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, send
 
 def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str, author_kind: str,
               visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
+    """Written at once (store.rows): `case.posts`, if already loaded, does not show it."""
     if html is None:
         html = sanitize_html(msg.html) if msg.html else None
-    """Written at once (store.rows): `case.posts`, if already loaded, does not show it."""
     post = Post(case_number=case.number, message_pk=stored.id, visibility=visibility, author=author,
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
     insert_row(session, post)
     for a in msg.attachments:
         sha = rt.attachment_store.put(a.data)
-        post.attachments.append(Attachment(post_id=post.id, filename=_safe_filename(a.filename),
-                                           content_type=a.content_type, size=len(a.data), sha256=sha,
-                                           content_id=a.content_id, inline=a.inline))
+        post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
+                                           size=len(a.data), sha256=sha, content_id=a.content_id, inline=a.inline))
+    for attachment in post.attachments:
+        attachment.post_id = post.id
     insert_rows(session, post.attachments)
     return post
 
