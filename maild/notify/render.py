@@ -1,7 +1,8 @@
 """Jinja2 rendering of mail templates: subject, text and HTML from one file per event kind.
 
 Two environments share one loader: the HTML one autoescapes everything, the text one
-escapes nothing. Admin templates in `templates_dir` shadow the built-in ones by name.
+escapes nothing. Admin templates in `templates_dir` shadow the built-in ones by name. The
+template contract is in the README (Templates).
 """
 
 from __future__ import annotations
@@ -32,17 +33,40 @@ class RenderedMail:
 
 
 class TemplateRenderer:
+    """Renders a template in two passes: the text environment's (which also gives the subject,
+    its `subject` block rendered in the same context) and the HTML environment's.
+
+    Templates are read once (no `auto_reload`): a changed admin template takes effect with
+    the next Runtime, which SIGHUP builds.
+    """
+
     def __init__(self, override_dir: Path | None = None):
         dirs = [str(override_dir)] if override_dir else []
         dirs.append(str(builtin_templates_dir()))
         loader = jinja2.FileSystemLoader(dirs)
-        common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": False}
+        common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": False,
+                  "auto_reload": False}
         self._text = jinja2.Environment(autoescape=False, **common)  # the plain-text part
         self._html = jinja2.Environment(autoescape=True, **common)
+        self._templates: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
+
+    def _compiled(self, name: str) -> tuple[jinja2.Template, jinja2.Template]:
+        pair = self._templates.get(name)
+        if pair is None:
+            template = f"{name}.j2"
+            pair = self._templates[name] = (self._text.get_template(template), self._html.get_template(template))
+        return pair
 
     def render(self, name: str, context: dict[str, Any]) -> RenderedMail:
-        template = f"{name}.j2"
-        subject = self._text.get_template(template).render(part="subject", **context)
-        text = self._text.get_template(template).render(part="text", **context)
-        html = self._html.get_template(template).render(part="html", **context)
+        text_template, html_template = self._compiled(name)
+        ctx = text_template.new_context({**context, "part": "text"})
+        try:
+            text = "".join(text_template.root_render_func(ctx))
+            subject_block = ctx.blocks.get("subject")
+            subject = "".join(subject_block[0](ctx)) if subject_block else None
+        except Exception:
+            self._text.handle_exception()  # raises, with the template's file and line in the traceback
+        if subject is None:  # a layout of the admin's own without a subject block
+            subject = text_template.render(**{**context, "part": "subject"})
+        html = html_template.render(**{**context, "part": "html"})
         return RenderedMail(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
