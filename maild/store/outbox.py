@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.store.models import OutboxMail
-from maild.store.rows import insert_rows
 
 CLAIM_LEASE = timedelta(minutes=5)
 
 
+_ENQUEUE = insert(OutboxMail.__table__)
+
+
 def enqueue_mail(session: Session, *, case_number: int | None, message_id: str, kind: str,
-                 mail_from: str, recipient: str, raw: bytes, automatic: bool, now: datetime) -> OutboxMail:
-    """Written at once with a Core INSERT (store.rows): the outbox worker reads it after commit."""
-    row = OutboxMail(case_number=case_number, message_id=message_id, kind=kind, automatic=automatic,
-                     mail_from=mail_from, recipient=recipient.lower(), raw=raw, status="pending",
-                     attempts=0, next_attempt_at=now, created_at=now)
-    insert_rows(session, [row])
-    return row
+                 mail_from: str, recipient: str, raw: bytes, automatic: bool, now: datetime) -> None:
+    """Written at once with a Core INSERT of every column, no model object: nothing in the
+    transaction reads it but queries, and the outbox worker reads it after commit."""
+    session.connection().execute(_ENQUEUE, {
+        "case_number": case_number, "message_id": message_id, "kind": kind, "automatic": automatic,
+        "mail_from": mail_from, "recipient": recipient.lower(), "raw": raw, "status": "pending", "attempts": 0,
+        "next_attempt_at": now, "last_error": None, "created_at": now, "sent_at": None})
 
 
 # Both rate limits of an acknowledgement in one indexed query (ix_outbox_recipient_created).
