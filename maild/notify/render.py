@@ -7,6 +7,7 @@ template contract is in the README (Templates).
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ class RenderedMail:
     html: str
 
 
+class _Environment(jinja2.Environment):
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict rather than Jinja's ChainMap over the
+        environment's: every render and import copies or compares them, and a ChainMap does
+        that in Python. maild never changes an environment's globals after creating it."""
+        return {**self.globals, **(d or {})}
+
+
 class TemplateRenderer:
     """Renders a template in two passes: the text environment's (which also gives the subject,
     its `subject` block rendered in the same context) and the HTML environment's.
@@ -46,8 +55,8 @@ class TemplateRenderer:
         loader = jinja2.FileSystemLoader(dirs)
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": False,
                   "auto_reload": False}
-        self._text = jinja2.Environment(autoescape=False, **common)  # the plain-text part
-        self._html = jinja2.Environment(autoescape=True, **common)
+        self._text = _Environment(autoescape=False, **common)  # the plain-text part
+        self._html = _Environment(autoescape=True, **common)
         self._templates: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
 
     def _compiled(self, name: str) -> tuple[jinja2.Template, jinja2.Template]:
