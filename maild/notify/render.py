@@ -54,7 +54,7 @@ class TemplateRenderer:
         dirs.append(str(builtin_templates_dir()))
         loader = jinja2.FileSystemLoader(dirs)
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": False,
-                  "auto_reload": False}
+                  "auto_reload": False, "cache_size": -1}  # -1: a plain dict, no LRU bookkeeping
         self._text = _Environment(autoescape=False, **common)  # the plain-text part
         self._html = _Environment(autoescape=True, **common)
         self._templates: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
