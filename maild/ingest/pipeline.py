@@ -198,11 +198,12 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
     if requester.id is None:
         session.flush()  # a contact first seen in this mail (and its new organization)
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
-                stage="new", type="question", priority="normal", requester=requester, requester_id=requester.id,
-                organization=requester.organization, organization_id=requester.organization_id,
-                linked_case=linked, fields={}, created_at=now, updated_at=now,
-                participants=[], tags=[], followers=[], posts=[], history=[])  # known empty: no lazy loads
-    insert_persistent(session, case)  # the database hands out the case number
+                stage="new", type="question", priority="normal", requester_id=requester.id,
+                organization_id=requester.organization_id, linked_case=linked, fields={}, created_at=now,
+                updated_at=now)
+    insert_persistent(session, case, loaded={  # the database hands out the case number
+        "requester": requester, "organization": requester.organization,
+        "participants": [], "tags": [], "followers": [], "posts": [], "history": []})  # known empty: no lazy loads
     return case
 
 

@@ -34,8 +34,7 @@ def ensure_organization(session: Session, domain: str, settings: OrganizationsCo
     org = Organization(name=domain, created_at=now, fields={})
     insert_persistent(session, org)  # written now (store.rows): no flush
     org_domain = OrganizationDomain(organization_id=org.id, domain=domain)
-    insert_persistent(session, org_domain)
-    set_committed_value(org_domain, "organization", org)  # both sides loaded, neither dirty
+    insert_persistent(session, org_domain, loaded={"organization": org})
     set_committed_value(org, "domains", [org_domain])
     return org
 
@@ -55,10 +54,9 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
     contact = session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
-        contact = Contact(email=address, name=name or "", organization=org,
-                          organization_id=org.id if org is not None else None, created_at=now,
-                          state="active", fields={}, last_mail_at=last_mail_at, tags=[], notes=[])
-        insert_persistent(session, contact)
+        contact = Contact(email=address, name=name or "", organization_id=org.id if org is not None else None,
+                          created_at=now, state="active", fields={}, last_mail_at=last_mail_at)
+        insert_persistent(session, contact, loaded={"organization": org, "tags": [], "notes": []})
         unmailed_contacts(session).add(address)
     else:
         if name and not contact.name:

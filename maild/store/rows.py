@@ -98,12 +98,16 @@ def insert_rows(session: Session, objs: Sequence[Base]) -> None:
     session.connection().execute(plan.insert, [plan.values(o) for o in objs])
 
 
-def insert_persistent(session: Session, obj: Base) -> int:
+def insert_persistent(session: Session, obj: Base, loaded: dict[str, Any] | None = None) -> int:
     """INSERTs a new object's row now and adds the object to the session as if it had been
-    loaded (relationships set on it stay loaded); returns its primary key."""
+    loaded; returns its primary key. `loaded`: relationships known already (related objects
+    of the session, empty collections), set as loaded so that reading them costs no query;
+    cheaper than giving them to the constructor, whose events expect a pending object."""
     pk = insert_row(session, obj)
     make_transient_to_detached(obj)
     session.add(obj)
+    for key, value in (loaded or {}).items():
+        set_committed_value(obj, key, value)
     return pk
 
 
