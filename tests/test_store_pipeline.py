@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from maild.config import OrganizationsConfig, ProtectionConfig
 from maild.ingest.parse import parse_message
@@ -301,6 +302,27 @@ def test_outbox_claims_are_leased_and_failures_recorded(desk: Desk) -> None:
         mark_failed(s, row_id, "550 no such user", permanent=True, retry_at=T0)
     (row,) = desk.outbox()
     assert (row.status, row.attempts, row.last_error) == ("failed", 1, "550 no such user")
+
+
+def test_a_mail_that_fails_in_a_batch_is_rolled_back_alone(desk: Desk) -> None:
+    writer = IngestWriter(desk.sessions)
+    (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "x@client.test", "smtp")
+    first, buggy, last = (parse_message(mail(f"{name}@acme.test", name.title())) for name in ("ann", "eve", "bob"))
+
+    def bug(s: Session) -> None:
+        ingest_message(s, buggy, delivery, desk.rt)
+        raise RuntimeError("a bug on this mail")
+
+    jobs = [writer.submit(lambda s: ingest_message(s, first, delivery, desk.rt)), writer.submit(bug),
+            writer.submit(lambda s: ingest_message(s, last, delivery, desk.rt))]
+    writer.start()  # the three are queued already: one batch
+    writer.stop()
+    with pytest.raises(RuntimeError, match="a bug on this mail"):
+        jobs[1].result()
+    cases = desk.q(lambda s: {c.number: c.subject for c in s.scalars(select(Case))})
+    assert sorted(cases.values()) == ["Ann", "Bob"]  # stored once each, Eve's not at all
+    assert cases[jobs[0].result().case_number] == "Ann" and cases[jobs[2].result().case_number] == "Bob"
+    assert sorted(m.recipient for m in desk.outbox()) == ["ann@acme.test", "bob@acme.test"]
 
 
 def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Desk, engine: Engine) -> None:
