@@ -114,6 +114,11 @@ class IngestWriter:
                     with session.begin_nested():
                         results.append((fut, job(session), None))
                 except Exception as e:
+                    # What the job left in the session may describe rows its rollback removed
+                    # (store.rows puts new rows' objects there as loaded, and SQLite hands their
+                    # ids out again); the jobs before it are flushed, so nothing else is lost.
+                    session.expunge_all()
+                    session.info.clear()  # per-transaction caches (store.contacts, notify.casemail)
                     results.append((fut, None, _job_error(e)))
         return results
 
