@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from maild.config import OrganizationsConfig, ProtectionConfig
+from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
@@ -302,6 +302,43 @@ def test_outbox_claims_are_leased_and_failures_recorded(desk: Desk) -> None:
         mark_failed(s, row_id, "550 no such user", permanent=True, retry_at=T0)
     (row,) = desk.outbox()
     assert (row.status, row.attempts, row.last_error) == ("failed", 1, "550 no such user")
+
+
+def _parts(raw: bytes) -> tuple[str, str, str]:
+    sent = email.message_from_bytes(raw, policy=email.policy.default)
+    text = sent.get_body(("plain",))
+    html = sent.get_body(("html",))
+    assert text is not None and html is not None
+    return str(sent["Reply-To"]), text.get_content(), html.get_content()
+
+
+TEAM_OF_TWO = {"teams": [TeamConfig("support", ["alice@example.com", "bob@example.com"]), TeamConfig("billing")],
+               "agents": [AgentConfig("alice@example.com", "Alice", "manager"), AgentConfig("bob@example.com", "Bob")]}
+
+
+def test_each_agent_of_a_team_gets_the_new_case_with_a_reply_address_of_their_own(engine: Engine,
+                                                                                  tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, **TEAM_OF_TWO)
+    desk.ingest(mail("jane@acme.test", "Printer on fire", body="It <b>burns</b>."))
+    mails = {m.recipient: _parts(m.raw) for m in desk.outbox() if m.kind == "case_created"}
+    alice, bob = mails["alice@example.com"], mails["bob@example.com"]
+    assert alice[0] != bob[0]  # each reply token names its agent
+    assert alice[1:] == bob[1:] and "It <b>burns</b>." in alice[1] and "It &lt;b&gt;burns&lt;/b&gt;." in alice[2]
+    assert "we have received your message" in mails["jane@acme.test"][1]
+
+
+def test_an_admin_template_that_names_the_agent_names_each_agent(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "case_created.j2").write_text(
+        '{% extends "layout.j2" %}\n'
+        "{% block text %}Hi {{ recipient.name }}, case {{ case.number }} is new.{% endblock %}\n"
+        "{% block html %}<p>Hi {{ recipient.name }}</p>{% endblock %}\n")
+    desk = Desk(engine, tmp_path, templates_dir="tpl", **TEAM_OF_TWO)
+    desk.ingest(mail("Jane Customer <jane@acme.test>", "Printer on fire"))
+    texts = {m.recipient: _parts(m.raw)[1] for m in desk.outbox()}
+    assert texts["alice@example.com"].startswith("Hi Alice, case ")
+    assert texts["bob@example.com"].startswith("Hi Bob, case ")
+    assert texts["jane@acme.test"].startswith("Hi Jane Customer, case ")
 
 
 def test_a_mail_that_fails_in_a_batch_is_rolled_back_alone(desk: Desk) -> None:

@@ -79,3 +79,73 @@ class TemplateRenderer:
             subject = text_template.render(**{**context, "part": "subject"})
         html = html_template.render(**{**context, "part": "html"})
         return RenderedMail(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
+
+
+_UNREAD = object()  # an attribute the recipient lacks
+
+
+class _Watched:
+    """The recipient as a template sees it, noting which attributes the template reads.
+    Any other use of the object (printing, comparing it) makes the render its own."""
+
+    __slots__ = ("_target", "read", "whole")
+
+    def __init__(self, target: object):
+        self._target = target
+        self.read: dict[str, object] = {}
+        self.whole = False
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            value = getattr(self._target, name)
+        except AttributeError:
+            self.read[name] = _UNREAD
+            raise
+        self.read[name] = value
+        return value
+
+    def _used_whole(self) -> object:
+        self.whole = True
+        return self._target
+
+    def __str__(self) -> str:
+        return str(self._used_whole())
+
+    def __repr__(self) -> str:
+        return repr(self._used_whole())
+
+    def __format__(self, spec: str) -> str:
+        return format(self._used_whole(), spec)
+
+    def __eq__(self, other: object) -> bool:
+        return self._used_whole() == other
+
+    def __hash__(self) -> int:
+        return hash(self._used_whole())
+
+
+class SharedRenders:
+    """The mails of one fan-out that would read alike render once.
+
+    Several agents often get the same notification: the same template and context but for
+    the recipient, of whom the template reads only the kind. Each render notes what it read
+    of its recipient (a template is a function of its context); a later mail of the same
+    template, with an equal rest of the context and a recipient equal in what was read, gets
+    the same subject, text and HTML. The Reply-To token, which differs, is not rendered."""
+
+    def __init__(self, renderer: TemplateRenderer):
+        self._renderer = renderer
+        self._done: list[tuple[str, dict[str, Any], dict[str, object], RenderedMail]] = []
+
+    def render(self, name: str, context: dict[str, Any]) -> RenderedMail:
+        recipient = context["recipient"]
+        rest = {k: v for k, v in context.items() if k != "recipient"}
+        for done_name, done_rest, read, rendered in self._done:
+            if done_name == name and done_rest == rest and \
+                    all(getattr(recipient, k, _UNREAD) == v for k, v in read.items()):
+                return rendered
+        watched = _Watched(recipient)
+        rendered = self._renderer.render(name, {**rest, "recipient": watched})
+        if not watched.whole:
+            self._done.append((name, rest, watched.read, rendered))
+        return rendered
