@@ -58,16 +58,15 @@ class _Plan:
         self.update: Update = update(table).where(pk == bindparam("pk_"))
 
     def values(self, obj: Base) -> dict[str, Any]:
-        """Every column's value, defaults filled into the object too (as a flush would)."""
+        """Every column's value, defaults filled into the new (transient) object too, as a
+        flush would; straight into its __dict__, which for a transient object is all that
+        set_committed_value does."""
         state = instance_dict(obj)
         out = {}
         for key, factory in self.columns:
-            if key in state:
-                out[key] = state[key]
-            else:
-                value = factory() if factory is not None else None
-                set_committed_value(obj, key, value)
-                out[key] = value
+            if key not in state:
+                state[key] = factory() if factory is not None else None
+            out[key] = state[key]
         return out
 
 
@@ -85,7 +84,7 @@ def insert_row(session: Session, obj: Base) -> int:
     """INSERTs one new object's row now; sets and returns its primary key."""
     plan = _plan(type(obj))
     pk = session.connection().execute(plan.insert_returning, plan.values(obj)).scalar_one()
-    set_committed_value(obj, plan.pk_key, pk)
+    instance_dict(obj)[plan.pk_key] = pk
     return int(pk)
 
 
