@@ -47,7 +47,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
-from maild.store.rows import insert_persistent, insert_row, insert_rows
+from maild.store.rows import insert_persistent, insert_row, insert_rows, read
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
@@ -97,7 +97,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
-    existing = session.execute(_STORED, {"mailbox": mailbox, "key": key}).first()
+    existing = read(session, _STORED, {"mailbox": mailbox, "key": key}).first()
     if existing is not None:
         return Outcome("duplicate", existing.case_number, "duplicate", existing.classification)
 
@@ -339,13 +339,13 @@ def _answers_a_note(session: Session, msg: InboundMessage, match: Match) -> bool
     ids = [*msg.in_reply_to, *msg.references[-1:]]
     if not ids:
         return False
-    return "post_internal" in session.scalars(_KINDS_SENT, {"ids": ids}).all()
+    return "post_internal" in read(session, _KINDS_SENT, {"ids": ids}).scalars().all()
 
 
 def _last_customer_message_id(session: Session, case: Case) -> str | None:
     """What an agent's public answer replies to, so it threads in the customer's mail client."""
     customers = case_store.customer_addresses(session, case)
-    return session.scalar(_LAST_FROM, {"case": case.number, "senders": customers})
+    return read(session, _LAST_FROM, {"case": case.number, "senders": customers}).scalar()
 
 
 def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:

@@ -18,7 +18,7 @@ from maild.store.models import (
     Message,
     OutboxMail,
 )
-from maild.store.rows import insert_rows
+from maild.store.rows import insert_rows, read
 
 # Statements of every mail, built once: building one costs more than running it.
 _CASES_OF_STORED = select(Message.message_id, Message.case_number).where(
@@ -37,7 +37,7 @@ def case_by_message_ids(session: Session, ids: Iterable[str]) -> int | None:
         return None
     found: dict[str, int] = {}
     for statement in (_CASES_OF_STORED, _CASES_OF_SENT):
-        for mid, number in session.execute(statement, {"ids": ids}):
+        for mid, number in read(session, statement, {"ids": ids}):
             found.setdefault(mid, number)
     for mid in reversed(ids):  # References lists oldest first; the last named wins
         if mid in found:
@@ -93,7 +93,7 @@ def stream_message_ids(session: Session, case_number: int, limit: int = 20) -> l
     """Message-IDs of a case's stream, oldest first, for References of outbound mail."""
     rows: list[tuple[datetime, str]] = []
     for statement in (_STREAM_STORED, _STREAM_SENT):
-        rows += [(t, m) for m, t in session.execute(statement, {"case": case_number})]
+        rows += [(t, m) for m, t in read(session, statement, {"case": case_number})]
     ids = [m for _, m in sorted(rows)]
     if len(ids) > limit:  # keep the root and the most recent, as RFC 5322 suggests
         ids = ids[:1] + ids[-(limit - 1):]

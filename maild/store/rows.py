@@ -12,6 +12,9 @@ see them immediately, with no autoflush needed. Never commits.
 - `insert_persistent`: a row the transaction goes on using (a new case). The object joins
   the session as if loaded, and later changes to it are flushed as UPDATEs.
 - `update_row`: a column change of a loaded object, written now and not left dirty.
+- `read`: a query of columns of rows only ever written this way (messages, outbox mail) on
+  the session's connection, skipping the ORM's autoflush and result machinery, which cost
+  more than the query itself.
 
 Foreign keys are written from the objects' columns: set them, not just the relationships.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table, Update, bindparam, insert, update
+from sqlalchemy import CursorResult, Executable, Insert, Table, Update, bindparam, insert, update
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
@@ -116,3 +119,10 @@ def update_row(session: Session, obj: Base, **values: Any) -> None:
     session.connection().execute(plan.update, {"pk_": getattr(obj, plan.pk_key), **values})
     for key, value in values.items():
         set_committed_value(obj, key, value)
+
+
+def read(session: Session, statement: Executable, params: dict[str, Any]) -> CursorResult[Any]:
+    """Runs a query of columns on the session's connection, without autoflush: only for
+    tables whose rows are written through Core (messages, outbox), so nothing of theirs can
+    be pending in the session."""
+    return session.connection().execute(statement, params)
