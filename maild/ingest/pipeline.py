@@ -196,7 +196,7 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
                linked: int | None, now: datetime) -> Case:
     subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
     if requester.id is None:
-        session.flush()  # a contact first seen in this mail (and its new organization)
+        session.flush()  # a contact still pending (ensure_contact writes its rows at once)
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
                 stage="new", type="question", priority="normal", requester_id=requester.id,
                 organization_id=requester.organization_id, linked_case=linked, fields={}, created_at=now,

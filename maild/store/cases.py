@@ -55,11 +55,7 @@ def customer_addresses(session: Session, case: Case) -> list[str]:
 
 
 def add_participant(session: Session, case: Case, contact: Contact) -> bool:
-    if contact.id is None:  # first seen in this mail and not flushed yet: compared as an object
-        known = contact is case.requester or any(p.contact is contact for p in case.participants)
-    else:
-        known = contact.id == case.requester_id or any(p.contact_id == contact.id for p in case.participants)
-    if known:
+    if contact.id == case.requester_id or any(p.contact_id == contact.id for p in case.participants):
         return False
     case.participants.append(CaseParticipant(contact=contact))
     return True
