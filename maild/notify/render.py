@@ -88,24 +88,24 @@ class _Watched:
     """The recipient as a template sees it, noting which attributes the template reads.
     Any other use of the object (printing, comparing it) makes the render its own."""
 
-    __slots__ = ("_target", "read", "whole")
+    __slots__ = ("_read", "_target", "_whole")  # underscored: a template reads the recipient's own names
 
     def __init__(self, target: object):
         self._target = target
-        self.read: dict[str, object] = {}
-        self.whole = False
+        self._read: dict[str, object] = {}
+        self._whole = False
 
     def __getattr__(self, name: str) -> object:
         try:
             value = getattr(self._target, name)
         except AttributeError:
-            self.read[name] = _UNREAD
+            self._read[name] = _UNREAD
             raise
-        self.read[name] = value
+        self._read[name] = value
         return value
 
     def _used_whole(self) -> object:
-        self.whole = True
+        self._whole = True
         return self._target
 
     def __str__(self) -> str:
@@ -146,6 +146,6 @@ class SharedRenders:
                 return rendered
         watched = _Watched(recipient)
         rendered = self._renderer.render(name, {**rest, "recipient": watched})
-        if not watched.whole:
-            self._done.append((name, rest, watched.read, rendered))
+        if not watched._whole:
+            self._done.append((name, rest, watched._read, rendered))
         return rendered

@@ -5,12 +5,15 @@ INSERT of the same row. Rows are built as model objects as ever (callers keep th
 attributes; in-memory lists of events and posts keep working) and written at once; queries
 see them immediately, with no autoflush needed. Never commits.
 
-- `insert_row` / `insert_rows`: write-only rows (messages, posts, history, events, outbox
-  mail). The object stays transient, with its primary key and column defaults filled in:
-  changing it later writes nothing, and relationships of the row (`case.posts`,
-  `case.history`) show it only when loaded after the insert.
-- `insert_persistent`: a row the transaction goes on using (a new case). The object joins
-  the session as if loaded, and later changes to it are flushed as UPDATEs.
+- `insert_row` / `insert_rows`: write-only rows (messages, posts, attachments, history,
+  events; store.outbox writes its rows itself). The object stays transient, with its
+  primary key and column defaults filled in: changing it later writes nothing, and
+  relationships of the row (`case.posts`, `case.history`) show it only when loaded after
+  the insert.
+- `insert_persistent`: a row the transaction goes on using (a new case, contact,
+  organization). The object joins the session as if loaded, and later changes to it are
+  flushed as UPDATEs. A rolled-back SAVEPOINT does not take it out of the session as it
+  does a pending object: the writer empties the session after a failed job.
 - `update_row`: a column change of a loaded object, written now and not left dirty.
 - `read`: a query of columns of rows only ever written this way (messages, outbox mail) on
   the session's connection, skipping the ORM's autoflush and result machinery, which cost
