@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
-from maild.config import OrganizationsConfig, ProtectionConfig
+from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.db import schema_is_current
 from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
-from maild.store.outbox import claim_due, mark_failed
+from maild.store.outbox import claim_due, enqueue_mail, mark_failed
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
 from tests.support.faults import break_inserts
@@ -169,6 +170,21 @@ def test_cc_addresses_become_participants_and_may_thread_by_tag(desk: Desk) -> N
     assert out.case_number == n and out.matched_by == "subject"
 
 
+def test_an_address_named_twice_joins_the_case_once(desk: Desk) -> None:
+    desk.ingest(mail("bob@acme.test", "Known already"))
+    raw = mail("jane@acme.test", "Printer", to="support@example.com, Bob <bob@acme.test>, new@acme.test",
+               headers={"Cc": "bob@acme.test, New Colleague <new@acme.test>, other@beta.test"})
+    case = desk.case(desk.ingest(raw).case_number)
+    assert sorted(p.contact.email for p in case.participants) == ["bob@acme.test", "new@acme.test",
+                                                                  "other@beta.test"]
+    other = desk.q(lambda s: s.scalars(select(Contact).where(Contact.email == "other@beta.test")).one().organization)
+    assert other.name == "beta.test"  # type: ignore[attr-defined]
+    again = mail("jane@acme.test", f"Re: [#{case.number}] Printer", to="support@example.com, jane@acme.test",
+                 headers={"Cc": "new@acme.test"})
+    desk.ingest(again)
+    assert len(desk.case(case.number).participants) == 3
+
+
 def test_customer_reply_reopens_pending_case(desk: Desk) -> None:
     n = desk.ingest(mail("jane@acme.test", "Printer")).case_number
     with desk.sessions() as s, s.begin():
@@ -228,6 +244,27 @@ def test_acknowledgements_are_rate_limited_per_address(engine: Engine, tmp_path:
     assert len(desk.outbox()) == 4
 
 
+def test_the_daily_cap_counts_automatic_mail_only_and_the_hourly_limit_the_last_hour(engine: Engine,
+                                                                                    tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, protection=ProtectionConfig(ack_per_hour=1, auto_mail_per_day=3))
+    assert desk.ingest(mail("jane@acme.test", "First")).acknowledgement == "jane@acme.test: queued"
+    desk.now += timedelta(hours=2)
+    with desk.sessions() as s, s.begin():  # an agent's answer: a person's mail, not an automatic one
+        enqueue_mail(s, case_number=None, message_id="answer@support.example.com", kind="post_public",
+                     mail_from="support@example.com", recipient="Jane@Acme.test", raw=b"x", automatic=False,
+                     now=desk.now)
+    assert desk.ingest(mail("jane@acme.test", "Second")).acknowledgement == "jane@acme.test: queued"
+    third = desk.ingest(mail("jane@acme.test", "Third")).acknowledgement
+    assert third == "jane@acme.test: none (rate limit: 1 acknowledgements an hour to jane@acme.test)"
+    desk.now += timedelta(hours=2)
+    assert desk.ingest(mail("jane@acme.test", "Fourth")).acknowledgement == "jane@acme.test: queued"
+    desk.now += timedelta(hours=2)
+    fifth = desk.ingest(mail("jane@acme.test", "Fifth")).acknowledgement
+    assert fifth == "jane@acme.test: none (daily cap: 3 automatic mails a day to jane@acme.test)"
+    desk.now += timedelta(hours=20)  # "First" is more than a day old
+    assert desk.ingest(mail("jane@acme.test", "Sixth")).acknowledgement == "jane@acme.test: queued"
+
+
 def contact_state(desk: Desk, address: str) -> str:
     return desk.q(lambda s: s.scalars(select(Contact).where(Contact.email == address)).one().state)
 
@@ -265,6 +302,64 @@ def test_outbox_claims_are_leased_and_failures_recorded(desk: Desk) -> None:
         mark_failed(s, row_id, "550 no such user", permanent=True, retry_at=T0)
     (row,) = desk.outbox()
     assert (row.status, row.attempts, row.last_error) == ("failed", 1, "550 no such user")
+
+
+def _parts(raw: bytes) -> tuple[str, str, str]:
+    sent = email.message_from_bytes(raw, policy=email.policy.default)
+    text = sent.get_body(("plain",))
+    html = sent.get_body(("html",))
+    assert text is not None and html is not None
+    return str(sent["Reply-To"]), text.get_content(), html.get_content()
+
+
+TEAM_OF_TWO = {"teams": [TeamConfig("support", ["alice@example.com", "bob@example.com"]), TeamConfig("billing")],
+               "agents": [AgentConfig("alice@example.com", "Alice", "manager"), AgentConfig("bob@example.com", "Bob")]}
+
+
+def test_each_agent_of_a_team_gets_the_new_case_with_a_reply_address_of_their_own(engine: Engine,
+                                                                                  tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, **TEAM_OF_TWO)
+    desk.ingest(mail("jane@acme.test", "Printer on fire", body="It <b>burns</b>."))
+    mails = {m.recipient: _parts(m.raw) for m in desk.outbox() if m.kind == "case_created"}
+    alice, bob = mails["alice@example.com"], mails["bob@example.com"]
+    assert alice[0] != bob[0]  # each reply token names its agent
+    assert alice[1:] == bob[1:] and "It <b>burns</b>." in alice[1] and "It &lt;b&gt;burns&lt;/b&gt;." in alice[2]
+    assert "we have received your message" in mails["jane@acme.test"][1]
+
+
+def test_an_admin_template_that_names_the_agent_names_each_agent(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "case_created.j2").write_text(
+        '{% extends "layout.j2" %}\n'
+        "{% block text %}Hi {{ recipient.name }}, case {{ case.number }} is new.{% endblock %}\n"
+        "{% block html %}<p>Hi {{ recipient.name }}</p>{% endblock %}\n")
+    desk = Desk(engine, tmp_path, templates_dir="tpl", **TEAM_OF_TWO)
+    desk.ingest(mail("Jane Customer <jane@acme.test>", "Printer on fire"))
+    texts = {m.recipient: _parts(m.raw)[1] for m in desk.outbox()}
+    assert texts["alice@example.com"].startswith("Hi Alice, case ")
+    assert texts["bob@example.com"].startswith("Hi Bob, case ")
+    assert texts["jane@acme.test"].startswith("Hi Jane Customer, case ")
+
+
+def test_a_mail_that_fails_in_a_batch_is_rolled_back_alone(desk: Desk) -> None:
+    writer = IngestWriter(desk.sessions)
+    (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "x@client.test", "smtp")
+    first, buggy, last = (parse_message(mail(f"{name}@acme.test", name.title())) for name in ("ann", "eve", "bob"))
+
+    def bug(s: Session) -> None:
+        ingest_message(s, buggy, delivery, desk.rt)
+        raise RuntimeError("a bug on this mail")
+
+    jobs = [writer.submit(lambda s: ingest_message(s, first, delivery, desk.rt)), writer.submit(bug),
+            writer.submit(lambda s: ingest_message(s, last, delivery, desk.rt))]
+    writer.start()  # the three are queued already: one batch
+    writer.stop()
+    with pytest.raises(RuntimeError, match="a bug on this mail"):
+        jobs[1].result()
+    cases = desk.q(lambda s: {c.number: c.subject for c in s.scalars(select(Case))})
+    assert sorted(cases.values()) == ["Ann", "Bob"]  # stored once each, Eve's not at all
+    assert cases[jobs[0].result().case_number] == "Ann" and cases[jobs[2].result().case_number] == "Bob"
+    assert sorted(m.recipient for m in desk.outbox()) == ["ann@acme.test", "bob@acme.test"]
 
 
 def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Desk, engine: Engine) -> None:

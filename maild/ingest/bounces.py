@@ -13,6 +13,7 @@ from maild.rules.loops import Classification
 from maild.runtime import Runtime
 from maild.store import cases as case_store
 from maild.store.models import Case, Contact, Message, Post
+from maild.store.rows import insert_row
 
 
 def original_message_ids(msg: InboundMessage) -> list[str]:
@@ -31,17 +32,16 @@ def ingest_bounce(session: Session, msg: InboundMessage, stored: Message,
             contact.state = "bouncing"
     stored.case_number = number
     stored.matched_by = "references" if number else "none"
-    session.add(stored)
+    insert_row(session, stored)
     if number is not None:
         case = session.get(Case, number)
         assert case is not None
         failed = ", ".join(classification.bounced_addresses) or "an unknown address"
-        post = Post(case_number=number, message=stored, visibility="internal", author="system",
+        post = Post(case_number=number, message_pk=stored.id, visibility="internal", author="system",
                     author_kind="system", source="system",
                     body=f"Delivery failed to {failed}. No automatic mail goes there until it writes again.",
                     created_at=now)
-        session.add(post)
-        session.flush()
+        insert_row(session, post)
         event = case_store.record_event(session, case, "post_internal", "system", now, post=post.id)
         queue_notifications(session, rt, case, [event], post=post, in_reply_to=msg.message_id)
     return Outcome("bounce", number, stored.matched_by, "bounce",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig
@@ -47,6 +47,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
+from maild.store.rows import insert_persistent, insert_row, insert_rows, read
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
 from maild.threading.reply import extract_reply
@@ -78,6 +79,16 @@ class DbLookup:
         return case is not None and address in case_store.customer_addresses(self.session, case)
 
 
+# Statements of every mail, built once: building one costs more than running it.
+_STORED = select(Message.case_number, Message.classification).where(
+    Message.mailbox == bindparam("mailbox"), Message.dedup_key == bindparam("key"))
+_KINDS_SENT = select(OutboxMail.kind).where(OutboxMail.message_id.in_(bindparam("ids", expanding=True)))
+_LAST_FROM = (select(Message.message_id)
+              .where(Message.case_number == bindparam("case"), Message.message_id.is_not(None),
+                     Message.from_address.in_(bindparam("senders", expanding=True)))
+              .order_by(Message.id.desc()).limit(1))
+
+
 def dedup_key(msg: InboundMessage) -> str:
     return msg.message_id or f"sha256:{msg.sha256}"
 
@@ -86,8 +97,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
-    existing = session.scalars(select(Message).where(Message.mailbox == mailbox,
-                                                     Message.dedup_key == key)).first()
+    existing = read(session, _STORED, {"mailbox": mailbox, "key": key}).first()
     if existing is not None:
         return Outcome("duplicate", existing.case_number, "duplicate", existing.classification)
 
@@ -98,7 +108,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:2000], classification=classification.kind, received_at=now)
-    # added to the session once its case is known: one INSERT, not an INSERT and an UPDATE
+    # written (store.rows) once its case is known: one INSERT, not an INSERT and an UPDATE
 
     if classification.kind == "bounce":
         return ingest_bounce(session, msg, stored, classification, rt)
@@ -108,7 +118,7 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     sender_address = msg.sender.address if msg.sender else (delivery.envelope_sender or "").lower()
     if not sender_address:
         stored.matched_by = match.rule
-        session.add(stored)
+        insert_row(session, stored)
         return Outcome("ignored", None, match.rule, classification.kind, acknowledgement="none: no sender address")
     sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now,
                             last_mail_at=now)
@@ -148,10 +158,11 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
         events.append(case_store.record_event(session, case, "stage_changed", sender.email, now,
                                               old=case.stage, new="open"))
         case.stage = "open"
-    case.updated_at = now
+    if not created:
+        case.updated_at = now  # a new case has it already: setting it again would cost an UPDATE
     stored.case_number = case.number
     stored.matched_by = "new" if created else match.rule
-    session.add(stored)
+    insert_row(session, stored)
 
     if rt.config.contacts.cc_participants:
         _add_cc_participants(session, msg, case, sender.email, rt)
@@ -185,13 +196,15 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
 def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, requester: Contact,
                linked: int | None, now: datetime) -> Case:
     subject = " ".join(strip_prefixes(CASE_TAG_RE.sub(" ", msg.subject)).split()) or "(no subject)"
+    if requester.id is None:
+        session.flush()  # a contact still pending (ensure_contact writes its rows at once)
     case = Case(subject=subject, mailbox=delivery.mailbox.address.lower(), queue=delivery.mailbox.team,
-                stage="new", type="question", priority="normal", requester=requester,
-                organization_id=requester.organization_id, linked_case=linked, fields={},
-                created_at=now, updated_at=now,
-                participants=[], tags=[], followers=[], posts=[], history=[])  # known empty: no lazy loads
-    session.add(case)
-    session.flush()  # the database hands out the case number
+                stage="new", type="question", priority="normal", requester_id=requester.id,
+                organization_id=requester.organization_id, linked_case=linked, fields={}, created_at=now,
+                updated_at=now)
+    insert_persistent(session, case, loaded={  # the database hands out the case number
+        "requester": requester, "organization": requester.organization,
+        "participants": [], "tags": [], "followers": [], "posts": [], "history": []})  # known empty: no lazy loads
     return case
 
 
@@ -206,17 +219,20 @@ def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, send
 
 def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str, author_kind: str,
               visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
+    """Written at once (store.rows): `case.posts`, if already loaded, does not show it."""
     if html is None:
         html = sanitize_html(msg.html) if msg.html else None
-    post = Post(case_number=case.number, message=stored, visibility=visibility, author=author,
+    post = Post(case_number=case.number, message_pk=stored.id, visibility=visibility, author=author,
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
-    session.add(post)
+    insert_row(session, post)
     for a in msg.attachments:
         if a.data is not None:  # None: a large part, decoded into the store as it was read
             rt.attachment_store.put(a.data, a.sha256)
         post.attachments.append(Attachment(filename=_safe_filename(a.filename), content_type=a.content_type,
                                            size=a.size, sha256=a.sha256, content_id=a.content_id, inline=a.inline))
-    session.flush()
+    for attachment in post.attachments:
+        attachment.post_id = post.id
+    insert_rows(session, post.attachments)
     return post
 
 
@@ -274,7 +290,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     actor = agent.email.lower()
     stored.case_number = case.number
     stored.matched_by = match.rule
-    session.add(stored)
+    insert_row(session, stored)
     reply = extract_reply(msg.text, msg.html)
     if classification.kind == "normal":
         parsed = parse_reply_commands(reply.text)
@@ -325,17 +341,13 @@ def _answers_a_note(session: Session, msg: InboundMessage, match: Match) -> bool
     ids = [*msg.in_reply_to, *msg.references[-1:]]
     if not ids:
         return False
-    kinds = session.scalars(select(OutboxMail.kind).where(OutboxMail.message_id.in_(ids))).all()
-    return "post_internal" in kinds
+    return "post_internal" in read(session, _KINDS_SENT, {"ids": ids}).scalars().all()
 
 
 def _last_customer_message_id(session: Session, case: Case) -> str | None:
     """What an agent's public answer replies to, so it threads in the customer's mail client."""
     customers = case_store.customer_addresses(session, case)
-    return session.scalar(
-        select(Message.message_id).where(Message.case_number == case.number, Message.message_id.is_not(None),
-                                         Message.from_address.in_(customers))
-        .order_by(Message.id.desc()).limit(1))
+    return read(session, _LAST_FROM, {"case": case.number, "senders": customers}).scalar()
 
 
 def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:

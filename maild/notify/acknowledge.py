@@ -43,11 +43,11 @@ def recipient_refusal(session: Session, rt: Runtime, contact: Contact) -> str | 
     now = rt.clock()
     if contact.email in unmailed_contacts(session):
         return None  # first seen in this transaction, and nothing queued to it yet
-    if count_sent_to(session, contact.email, now - timedelta(hours=1),
-                     kind="case_created") >= cfg.protection.ack_per_hour:
+    acks, automatic = count_sent_to(session, contact.email, kind="case_created", kind_since=now - timedelta(hours=1),
+                                    automatic_since=now - timedelta(days=1))
+    if acks >= cfg.protection.ack_per_hour:
         return f"rate limit: {cfg.protection.ack_per_hour} acknowledgements an hour to {contact.email}"
-    if count_sent_to(session, contact.email, now - timedelta(days=1),
-                     automatic=True) >= cfg.protection.auto_mail_per_day:
+    if automatic >= cfg.protection.auto_mail_per_day:
         return f"daily cap: {cfg.protection.auto_mail_per_day} automatic mails a day to {contact.email}"
     return None
 

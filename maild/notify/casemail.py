@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from maild.notify.compose import compose_mail, new_message_id
+from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
 from maild.store.cases import stream_message_ids
 from maild.store.contacts import unmailed_contacts
@@ -55,16 +56,18 @@ def start_stream(session: Session, case_number: int, message_ids: list[str]) -> 
     session.info.setdefault("maild.stream_ids", {})[case_number] = list(message_ids)
 
 
-def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail) -> str:
+def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
+                    renders: SharedRenders | None = None) -> str:
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
-    customer side's for customers and the recipient's own for agents."""
+    customer side's for customers and the recipient's own for agents. `renders`: mails of
+    one fan-out, rendered once where they read alike."""
     name = mailbox_name(rt, case)
     rcpt = mail.recipient
     agent = rcpt.email if rcpt.kind == "agent" else None
     token = make_token(rt.secret, case.number, agent, internal=mail.internal_token)
     context = {"case": case, "recipient": rcpt, "requester": case.requester, "mailbox": case.mailbox,
                "mailbox_name": name, **mail.context}
-    rendered = rt.renderer.render(mail.template, context)
+    rendered = (renders or rt.renderer).render(mail.template, context)
     now = rt.clock()
     message_id = new_message_id(rt.config.server.hostname)
     references = list(_stream(session, case.number))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from maild.config import OrganizationsConfig
 from maild.store.models import Contact, Organization, OrganizationDomain
+from maild.store.rows import insert_persistent, update_row
+
+# Statements of every mail, built once: building one costs more than running it.
+_ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
+_CONTACT_BY_EMAIL = select(Contact).options(joinedload(Contact.organization)).where(
+    Contact.email == bindparam("email"))
 
 
 def organization_for_domain(session: Session, domain: str) -> Organization | None:
-    return session.scalars(
-        select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == domain.lower())
-    ).first()
+    return session.scalars(_ORG_BY_DOMAIN, {"domain": domain.lower()}).first()
 
 
 def ensure_organization(session: Session, domain: str, settings: OrganizationsConfig,
@@ -27,9 +32,10 @@ def ensure_organization(session: Session, domain: str, settings: OrganizationsCo
     if domain in {d.lower() for d in settings.free_mail_domains}:
         return None
     org = Organization(name=domain, created_at=now, fields={})
-    org.domains.append(OrganizationDomain(domain=domain))
-    session.add(org)
-    session.flush()
+    insert_persistent(session, org)  # written now (store.rows): no flush
+    org_domain = OrganizationDomain(organization_id=org.id, domain=domain)
+    insert_persistent(session, org_domain, loaded={"organization": org})
+    set_committed_value(org, "domains", [org_domain])
     return org
 
 
@@ -41,19 +47,20 @@ def unmailed_contacts(session: Session) -> set[str]:
 
 def ensure_contact(session: Session, address: str, name: str, settings: OrganizationsConfig,
                    now: datetime, last_mail_at: datetime | None = None) -> Contact:
-    """The contact of an address, created from its first mail and named from its From header."""
+    """The contact of an address, created from its first mail and named from its From header.
+    Its organization is loaded with it (mail to agents names it). Rows are written at once
+    (store.rows), not left for a flush."""
     address = address.lower()
-    contact = session.scalars(select(Contact).where(Contact.email == address)).first()
+    contact = session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
-        contact = Contact(email=address, name=name or "", organization=org, created_at=now,
-                          state="active", fields={}, last_mail_at=last_mail_at)
+        contact = Contact(email=address, name=name or "", organization_id=org.id if org is not None else None,
+                          created_at=now, state="active", fields={}, last_mail_at=last_mail_at)
+        insert_persistent(session, contact, loaded={"organization": org, "tags": [], "notes": []})
         unmailed_contacts(session).add(address)
-        session.add(contact)
-        session.flush()
     else:
         if name and not contact.name:
             contact.name = name
         if last_mail_at is not None:
-            contact.last_mail_at = last_mail_at
+            update_row(session, contact, last_mail_at=last_mail_at)  # now, rather than by a flush
     return contact

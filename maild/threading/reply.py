@@ -16,7 +16,7 @@ quote. When the cut leaves no new text, `text` is "" and the caller decides what
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from itertools import islice
@@ -242,8 +242,9 @@ def _short_block(lines: Iterator[str]) -> bool:
     return 0 < len(filled) <= _SHORT_SIGNATURE_LINES and all(len(x) <= _SHORT_SIGNATURE_WIDTH for x in filled)
 
 
-def _is_quote(line: str) -> bool:
-    return bool(_QUOTE_LINE_RE.match(line))
+# The pattern's own match, not a function around it: it runs for each line several times.
+# Callers use it as a truth value only.
+_is_quote: Callable[[str], re.Match[str] | None] = _QUOTE_LINE_RE.match
 
 
 def _next_nonblank(lines: list[str], i: int, end: int) -> int | None:

@@ -244,6 +244,42 @@ def test_an_override_replaces_the_built_in_template(tmp_path: Path) -> None:
     assert other == TemplateRenderer().render("post_public", sample_context(Config(), "customer"))
 
 
+def test_an_override_sets_its_own_subject_from_its_own_variables(tmp_path: Path) -> None:
+    # the subject block is rendered with the text part: it sees the template's top-level sets
+    # and the layout's block through super()
+    (tmp_path / "case_created.j2").write_text(
+        '{% extends "layout.j2" %}\n{% set urgent = "fire" in case.subject.lower() %}\n'
+        "{% block subject %}{{ super() }}{% if urgent %} (urgent){% endif %}{% endblock %}\n"
+        "{% block text %}{% if urgent %}We are on it.{% endif %}{% endblock %}\n"
+        "{% block html %}<p>{% if urgent %}We are on it.{% endif %}</p>{% endblock %}\n")
+    mail = TemplateRenderer(tmp_path).render("case_created", sample_context(Config(), "customer"))
+    assert mail.subject == "[#42] Printer <b>on</b> fire (urgent)"
+    assert mail.text.startswith("We are on it.\n")
+    assert "<p>We are on it.</p>" in mail.html
+
+
+def test_an_admin_layout_is_used_for_every_part(tmp_path: Path) -> None:
+    (tmp_path / "layout.j2").write_text(
+        '{%- if part == "subject" -%}{% block subject %}Case {{ case.number }}: {{ case.subject }}{% endblock %}\n'
+        '{%- elif part == "text" -%}{% block text %}{% endblock %}\n\nAcme Help Desk\n'
+        "{%- else -%}<!DOCTYPE html><html><body>{% block html %}{% endblock %}<p>Acme Help Desk</p></body></html>"
+        "{%- endif -%}\n")
+    mail = TemplateRenderer(tmp_path).render("case_created", sample_context(Config(), "customer"))
+    assert mail.subject == "Case 42: Printer <b>on</b> fire"
+    assert mail.text.startswith("Hello Jane Customer,") and mail.text.endswith("\n\nAcme Help Desk\n")
+    assert mail.html.endswith("<p>Acme Help Desk</p></body></html>") and html_problems(mail.html) == []
+
+
+def test_an_admin_layout_without_a_subject_block_still_gives_the_subject(tmp_path: Path) -> None:
+    (tmp_path / "layout.j2").write_text(
+        '{%- if part == "subject" -%}Acme case {{ case.number }}'
+        '{%- elif part == "text" -%}{% block text %}{% endblock %}'
+        "{%- else -%}<!DOCTYPE html><html><body>{% block html %}{% endblock %}</body></html>{%- endif -%}\n")
+    mail = TemplateRenderer(tmp_path).render("post_public", sample_context(Config(), "agent"))
+    assert mail.subject == "Acme case 42"
+    assert "still burns" in mail.text and "Acme case" not in mail.text
+
+
 # --- sanitize_html ------------------------------------------------------------------------
 
 def test_scripts_and_their_content_are_removed() -> None:

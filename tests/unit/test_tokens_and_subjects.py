@@ -8,6 +8,7 @@ from pathlib import Path
 
 from maild.threading.subject import case_tag_number, strip_prefixes, tagged_subject
 from maild.threading.tokens import (
+    ReplyToken,
     load_or_create_secret,
     make_token,
     reply_address,
@@ -31,6 +32,15 @@ def test_token_round_trip_for_customer_and_agent() -> None:
     assert verify_token(SECRET, note_tok).agent_key == verify_token(SECRET, agent_tok).agent_key
     # flipping the audience letter breaks the MAC: a public-reply token cannot be made internal
     assert verify_token(SECRET, agent_tok.replace("a", "i", 1)) is None
+
+
+def test_tokens_in_mail_already_sent_stay_valid() -> None:
+    # made by an earlier maild with this secret: replies to old mail must still thread
+    secret = b"0123456789abcdef0123456789abcdef"
+    assert make_token(secret, 42) == "42czwbq6gnv37czexdm"
+    assert make_token(secret, 42, "Alice@Example.com") == "42a76gzqgq627cjnymvid6boz"
+    assert make_token(secret, 7, "bob@example.com", internal=True) == "7il74gbpnxo6t4s4fkod3uap"
+    assert verify_token(secret, "42a76gzqgq627cjnymvid6boz") == ReplyToken(42, "76gzqg")
 
 
 def test_token_survives_an_mta_that_uppercases_addresses() -> None:

@@ -1,0 +1,131 @@
+"""Rows of every mail written with Core statements instead of unit-of-work flushes.
+
+The ingest writer is maild's serial bottleneck, and a flush costs several times a Core
+INSERT of the same row. Rows are built as model objects as ever (callers keep their
+attributes; in-memory lists of events and posts keep working) and written at once; queries
+see them immediately, with no autoflush needed. Never commits.
+
+- `insert_row` / `insert_rows`: write-only rows (messages, posts, attachments, history,
+  events; store.outbox writes its rows itself). The object stays transient, with its
+  primary key and column defaults filled in: changing it later writes nothing, and
+  relationships of the row (`case.posts`, `case.history`) show it only when loaded after
+  the insert.
+- `insert_persistent`: a row the transaction goes on using (a new case, contact,
+  organization). The object joins the session as if loaded, and later changes to it are
+  flushed as UPDATEs. A rolled-back SAVEPOINT does not take it out of the session as it
+  does a pending object: the writer empties the session after a failed job.
+- `update_row`: a column change of a loaded object, written now and not left dirty.
+- `read`: a query of columns of rows only ever written this way (messages, outbox mail) on
+  the session's connection, skipping the ORM's autoflush and result machinery, which cost
+  more than the query itself.
+
+Foreign keys are written from the objects' columns: set them, not just the relationships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import CursorResult, Executable, Insert, Table, Update, bindparam, insert, update
+from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+
+from maild.store.models import Base
+
+_Column = tuple[str, Callable[[], Any] | None]  # attribute key, its Python default
+
+
+class _Plan:
+    """How one mapped class is written: its columns and defaults, and the statements, built once."""
+
+    def __init__(self, cls: type[Base]):
+        mapper = class_mapper(cls)
+        table = mapper.local_table
+        assert isinstance(table, Table)
+        (pk,) = mapper.primary_key
+        self.pk_key = mapper.get_property_by_column(pk).key
+        self.columns: list[_Column] = []
+        for prop in mapper.column_attrs:
+            (column,) = prop.columns
+            if column is pk:
+                continue
+            assert column.key == prop.key, f"{cls.__name__}.{prop.key}: attribute and column names differ"
+            default = column.default
+            factory: Callable[[], Any] | None = None
+            if default is not None and default.is_callable:
+                fn = default.arg  # type: ignore[attr-defined]
+                factory = lambda fn=fn: fn(None)  # noqa: E731 - SQLAlchemy wraps it to take a context
+            elif default is not None and default.is_scalar:
+                factory = lambda value=default.arg: value  # type: ignore[attr-defined]  # noqa: E731
+            self.columns.append((prop.key, factory))
+        self.insert: Insert = insert(table)
+        self.insert_returning = insert(table).returning(pk)
+        self.update: Update = update(table).where(pk == bindparam("pk_"))
+
+    def values(self, obj: Base) -> dict[str, Any]:
+        """Every column's value, defaults filled into the new (transient) object too, as a
+        flush would; straight into its __dict__, which for a transient object is all that
+        set_committed_value does."""
+        state = instance_dict(obj)
+        out = {}
+        for key, factory in self.columns:
+            if key not in state:
+                state[key] = factory() if factory is not None else None
+            out[key] = state[key]
+        return out
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type[Base]) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _Plan(cls)
+    return plan
+
+
+def insert_row(session: Session, obj: Base) -> int:
+    """INSERTs one new object's row now; sets and returns its primary key."""
+    plan = _plan(type(obj))
+    pk = session.connection().execute(plan.insert_returning, plan.values(obj)).scalar_one()
+    instance_dict(obj)[plan.pk_key] = pk
+    return int(pk)
+
+
+def insert_rows(session: Session, objs: Sequence[Base]) -> None:
+    """INSERTs new objects of one class in one executemany; their primary keys stay unset."""
+    if not objs:
+        return
+    plan = _plan(type(objs[0]))
+    assert all(type(o) is type(objs[0]) for o in objs)
+    session.connection().execute(plan.insert, [plan.values(o) for o in objs])
+
+
+def insert_persistent(session: Session, obj: Base, loaded: dict[str, Any] | None = None) -> int:
+    """INSERTs a new object's row now and adds the object to the session as if it had been
+    loaded; returns its primary key. `loaded`: relationships known already (related objects
+    of the session, empty collections), set as loaded so that reading them costs no query;
+    cheaper than giving them to the constructor, whose events expect a pending object."""
+    pk = insert_row(session, obj)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    for key, value in (loaded or {}).items():
+        set_committed_value(obj, key, value)
+    return pk
+
+
+def update_row(session: Session, obj: Base, **values: Any) -> None:
+    """UPDATEs columns of a loaded object's row now; the object shows the values, not dirty."""
+    plan = _plan(type(obj))
+    session.connection().execute(plan.update, {"pk_": getattr(obj, plan.pk_key), **values})
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
+
+
+def read(session: Session, statement: Executable, params: dict[str, Any]) -> CursorResult[Any]:
+    """Runs a query of columns on the session's connection, without autoflush: only for
+    tables whose rows are written through Core (messages, outbox), so nothing of theirs can
+    be pending in the session."""
+    return session.connection().execute(statement, params)
