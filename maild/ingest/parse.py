@@ -21,7 +21,9 @@ from pathlib import Path
 import mailparser
 
 from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
+from maild.ingest.sanitize import sanitize_html
 from maild.store.blobs import BlobStore
+from maild.threading.reply import ExtractedReply, extract_reply
 
 # mail-parser logs every defect it meets; maild reports what matters itself (quarantine reasons).
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -72,6 +74,9 @@ class InboundMessage:
     returned_message_ids: list[str] = field(default_factory=list)
     size: int = 0
     raw_path: str | None = None  # set when the raw bytes are in the raw store already, not in `raw`
+    # Pure functions of the body, worked out with the parse (in a parse worker, off the writer):
+    reply: ExtractedReply | None = None  # the new text apart from quoted history and signature
+    safe_html: str | None = None  # `html` sanitized, as posts keep it
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -262,6 +267,8 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         dsn_failed_recipients=_dsn_failed_recipients(parts),
         returned_message_ids=_returned_message_ids(parts),
         size=len(raw),
+        reply=extract_reply(text, html_body),
+        safe_html=sanitize_html(html_body) if html_body else None,
     )
 
 

@@ -166,7 +166,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
 
     if rt.config.contacts.cc_participants:
         _add_cc_participants(session, msg, case, sender.email, rt)
-    reply = extract_reply(msg.text, msg.html)
+    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
     body = reply.text if reply.text.strip() else msg.text
     post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
     if not created:
@@ -221,7 +221,7 @@ def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case
               visibility: str, body: str, rt: Runtime, html: str | None = None) -> Post:
     """Written at once (store.rows): `case.posts`, if already loaded, does not show it."""
     if html is None:
-        html = sanitize_html(msg.html) if msg.html else None
+        html = (msg.safe_html or sanitize_html(msg.html)) if msg.html else None
     post = Post(case_number=case.number, message_pk=stored.id, visibility=visibility, author=author,
                 author_kind=author_kind, source="email", body=body, html=html or None, created_at=rt.clock())
     insert_row(session, post)
@@ -291,7 +291,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     stored.case_number = case.number
     stored.matched_by = match.rule
     insert_row(session, stored)
-    reply = extract_reply(msg.text, msg.html)
+    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
     if classification.kind == "normal":
         parsed = parse_reply_commands(reply.text)
     else:  # an agent's out-of-office must neither run commands nor answer the customer

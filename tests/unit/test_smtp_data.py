@@ -126,5 +126,9 @@ def test_mail_and_rcpt_addresses_read_as_aiosmtpd_reads_them(arg: str) -> None:
 
     from maild.ingest.smtp import MaildSMTP
 
-    ours, theirs = MaildSMTP(object()), SMTP(object())
-    assert ours._getaddr(arg) == theirs._getaddr(arg)
+    loop = asyncio.new_event_loop()
+    try:
+        ours, theirs = MaildSMTP(object(), loop=loop), SMTP(object(), loop=loop)
+        assert ours._getaddr(arg) == theirs._getaddr(arg)
+    finally:
+        loop.close()
