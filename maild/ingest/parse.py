@@ -272,19 +272,23 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
     )
 
 
-def parse_large(path: Path, attachments: BlobStore) -> InboundMessage:
-    """A spooled mail: its large attachments are decoded straight into `attachments` and never
-    held; returns the mail with `raw` empty (sha256 and size are the file's)."""
+def parse_stored(source: Path | bytes, attachments: BlobStore) -> InboundMessage:
+    """parse_message for a parse worker: large base64 attachments are decoded straight into
+    `attachments` (ingest.large_mail) instead of through the email package, line by line; a
+    spooled mail (a Path) is never read whole. Returns the mail with `raw` empty, its sha256
+    and size those of the whole mail."""
     try:
-        skeleton = skeleton_of(path, attachments)
+        skeleton = skeleton_of(source, attachments)
     except Undecodable as e:
         raise ParseError(str(e)) from e
-    if skeleton is None:  # a structure the walk does not follow: the ordinary way, in memory
-        raw = path.read_bytes()
+    if skeleton is None:  # nothing to take out, or a structure the walk does not follow
+        raw = source if isinstance(source, bytes) else source.read_bytes()
         return dataclasses.replace(parse_message(raw), raw=b"")
     msg = parse_message(skeleton.raw, skeleton.parts)
+    if isinstance(source, bytes):
+        return dataclasses.replace(msg, raw=b"", sha256=hashlib.sha256(source).hexdigest(), size=len(source))
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
-    return dataclasses.replace(msg, raw=b"", sha256=digest.hexdigest(), size=path.stat().st_size)
+    return dataclasses.replace(msg, raw=b"", sha256=digest.hexdigest(), size=source.stat().st_size)

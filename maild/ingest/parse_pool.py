@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from maild.ingest.parse import InboundMessage, parse_large, parse_message
+from maild.ingest.parse import InboundMessage, parse_stored
 from maild.store.blobs import BlobStore
 
 log = structlog.get_logger("maild.parse")
@@ -57,16 +57,16 @@ def _end_with(daemon_pid: int) -> None:
 
 def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundMessage:
     """In a worker: parse (ParseError propagates), keep the blobs, return the mail without raw."""
-    msg = parse_message(raw)
+    msg = parse_stored(raw, BlobStore(Path(attachment_root)))
     BlobStore(Path(raw_root)).put(raw, msg.sha256)
     _store_attachments(msg, attachment_root)
-    return dataclasses.replace(msg, raw=b"")
+    return msg
 
 
 def parse_spooled(spool: Path, raw_root: str, attachment_root: str) -> InboundMessage:
     """A mail the receiver spooled to disk: large attachments decoded straight into the store,
     the file itself moved into the raw store. On ParseError the file stays where it is."""
-    msg = parse_large(spool, BlobStore(Path(attachment_root)))
+    msg = parse_stored(spool, BlobStore(Path(attachment_root)))
     _store_attachments(msg, attachment_root)
     with open(spool, "rb+") as f:
         os.fsync(f.fileno())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maild.ingest import large_mail
-from maild.ingest.parse import InboundMessage, ParseError, parse_large, parse_message
+from maild.ingest.parse import InboundMessage, ParseError, parse_message, parse_stored
 from maild.store.blobs import BlobStore
 
 RNG = random.Random(5)
@@ -65,11 +65,14 @@ def single_part_pdf(pdf: bytes = PDF) -> bytes:
             "Content-Transfer-Encoding: base64\r\n\r\n" + b64(pdf, "\r\n")).encode()
 
 
-def both_ways(raw: bytes, tmp_path: Path) -> tuple[InboundMessage, InboundMessage, BlobStore]:
+def both_ways(raw: bytes, tmp_path: Path, held: bool = False) -> tuple[InboundMessage, InboundMessage, BlobStore]:
+    """The ordinary parse, and parse_stored of the mail spooled to a file (or held in memory)."""
+    store = BlobStore(tmp_path / "attachments")
+    if held:
+        return parse_message(raw), parse_stored(raw, store), store
     spool = tmp_path / "smtp-1.eml"
     spool.write_bytes(raw)
-    store = BlobStore(tmp_path / "attachments")
-    return parse_message(raw), parse_large(spool, store), store
+    return parse_message(raw), parse_stored(spool, store), store
 
 
 def assert_same_mail(whole: InboundMessage, large: InboundMessage, store: BlobStore) -> None:
@@ -85,9 +88,11 @@ def assert_same_mail(whole: InboundMessage, large: InboundMessage, store: BlobSt
             assert store.get(b.sha256) == a.data
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["spooled", "held"])
 @pytest.mark.parametrize("eol", ["\r\n", "\n"], ids=["crlf", "lf"])
-def test_large_attachments_are_stored_while_read_and_the_mail_is_the_same(eol: str, tmp_path: Path) -> None:
-    whole, large, store = both_ways(thunderbird_with_attachments(eol), tmp_path)
+def test_large_attachments_are_stored_while_read_and_the_mail_is_the_same(eol: str, held: bool,
+                                                                         tmp_path: Path) -> None:
+    whole, large, store = both_ways(thunderbird_with_attachments(eol), tmp_path, held)
     assert_same_mail(whole, large, store)
     by_name = {a.filename: a for a in large.attachments}
     assert by_name["výpis-účtu.pdf"].data is None  # taken out of the file into the store
@@ -96,8 +101,9 @@ def test_large_attachments_are_stored_while_read_and_the_mail_is_the_same(eol: s
     assert by_name["výpis-účtu.pdf"].sha256 == hashlib.sha256(PDF).hexdigest()
 
 
-def test_a_mail_that_is_one_large_attachment(tmp_path: Path) -> None:
-    whole, large, store = both_ways(single_part_pdf(), tmp_path)
+@pytest.mark.parametrize("held", [False, True], ids=["spooled", "held"])
+def test_a_mail_that_is_one_large_attachment(held: bool, tmp_path: Path) -> None:
+    whole, large, store = both_ways(single_part_pdf(), tmp_path, held)
     assert_same_mail(whole, large, store)
     assert large.attachments[0].data is None
 
@@ -112,7 +118,9 @@ def test_without_closing_boundary_the_whole_mail_is_parsed_the_ordinary_way(tmp_
 def test_broken_base64_in_a_large_attachment_is_a_parse_error(tmp_path: Path) -> None:
     raw = single_part_pdf(PDF[:600_000]) + b"Q\r\n"  # no padding, one character past the last quantum
     with pytest.raises(ParseError, match=r"scan\.pdf.*cannot be decoded"):
-        parse_large(_spooled(raw, tmp_path), BlobStore(tmp_path / "attachments"))
+        parse_stored(_spooled(raw, tmp_path), BlobStore(tmp_path / "attachments"))
+    with pytest.raises(ParseError, match=r"scan\.pdf.*cannot be decoded"):
+        parse_stored(raw, BlobStore(tmp_path / "attachments"))
     with pytest.raises(ParseError, match="cannot be decoded"):
         parse_message(raw)
     assert not any(p.is_file() for p in (tmp_path / "attachments").rglob("*"))  # no half blob left
@@ -122,3 +130,15 @@ def _spooled(raw: bytes, tmp_path: Path) -> Path:
     path = tmp_path / "smtp-x.eml"
     path.write_bytes(raw)
     return path
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent / "eml").glob("*.eml")))
+def test_every_client_mail_parses_the_same_held_and_taken_apart(name: str, tmp_path: Path) -> None:
+    raw = (Path(__file__).parent.parent / "eml" / name).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    try:
+        whole = parse_message(raw)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse_stored(raw, BlobStore(tmp_path / "a"))
+        return
+    assert_same_mail(whole, parse_stored(raw, BlobStore(tmp_path / "a")), BlobStore(tmp_path / "a"))
