@@ -85,10 +85,9 @@ class OutboxWorker:
                 log.info("mail sent", message_id=message_id, recipient=recipient)
         now = self.clock()
         with self.sessions() as session, session.begin():
+            mark_sent(session, [row_id for row_id, error, _ in results if error is None], now)
             for row_id, error, attempts in results:
-                if error is None:
-                    mark_sent(session, row_id, now)
-                else:
+                if error is not None:
                     permanent = error.permanent or attempts + 1 >= self.max_attempts
                     mark_failed(session, row_id, str(error), permanent=permanent, retry_at=now + backoff(attempts + 1))
         return len(claimed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -45,16 +46,30 @@ def count_sent_to(session: Session, recipient: str, *, kind: str, kind_since: da
     return row[0] or 0, row[1] or 0
 
 
-def claim_due(session: Session, now: datetime, limit: int = 20) -> list[OutboxMail]:
+@dataclass(frozen=True)
+class Claimed:
+    """A due mail taken by one outbox pass (plain columns: the pass sends and records, it
+    reads nothing else of the row)."""
+
+    id: int
+    mail_from: str
+    recipient: str
+    raw: bytes
+    attempts: int
+    message_id: str
+
+
+def claim_due(session: Session, now: datetime, limit: int = 20) -> list[Claimed]:
     """Due rows, leased to this worker: `FOR UPDATE SKIP LOCKED` lets several processes share
     the outbox on PostgreSQL; a worker that dies lets its lease run out and the row is retried."""
-    rows = list(session.scalars(
-        select(OutboxMail)
-        .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
-        .order_by(OutboxMail.id).limit(limit).with_for_update(skip_locked=True)
-    ))
-    for row in rows:
-        row.next_attempt_at = now + CLAIM_LEASE
+    t = OutboxMail.__table__
+    conn = session.connection()
+    rows = [Claimed(*r) for r in conn.execute(
+        select(t.c.id, t.c.mail_from, t.c.recipient, t.c.raw, t.c.attempts, t.c.message_id)
+        .where(t.c.status == "pending", t.c.next_attempt_at <= now)
+        .order_by(t.c.id).limit(limit).with_for_update(skip_locked=True))]
+    if rows:
+        conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + CLAIM_LEASE))
     return rows
 
 
@@ -63,9 +78,12 @@ def next_due_at(session: Session) -> datetime | None:
                           .where(OutboxMail.status == "pending"))
 
 
-def mark_sent(session: Session, row_id: int, now: datetime) -> None:
-    session.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(
-        status="sent", sent_at=now, attempts=OutboxMail.attempts + 1, last_error=None))
+def mark_sent(session: Session, row_ids: list[int], now: datetime) -> None:
+    """One UPDATE for a pass's sent mails."""
+    if row_ids:
+        t = OutboxMail.__table__
+        session.connection().execute(update(t).where(t.c.id.in_(row_ids)).values(
+            status="sent", sent_at=now, attempts=t.c.attempts + 1, last_error=None))
 
 
 def mark_failed(session: Session, row_id: int, error: str, *, permanent: bool, retry_at: datetime) -> None:
