@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from datetime import datetime
 from email.header import Header
@@ -35,6 +36,17 @@ def _address(address: str, name: str = "") -> str:
 
 
 def _qp(text: str) -> bytes:
+    """A fan-out's agents get the same text and HTML: the last few are kept encoded (a str
+    caches its hash, so the lookup costs little); large ones are not kept."""
+    return _qp_kept(text) if len(text) <= 65_536 else _encode_qp(text)
+
+
+@functools.lru_cache(maxsize=32)
+def _qp_kept(text: str) -> bytes:
+    return _encode_qp(text)
+
+
+def _encode_qp(text: str) -> bytes:
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(data, istext=True).replace(b"\n", CRLF)
 
