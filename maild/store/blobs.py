@@ -11,23 +11,34 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Writes via a temp file, fsync and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    _write_durably(path, lambda f: f.write(data))
+
+
+def copy_durably(source: Path, target: Path) -> None:
+    """write_durably for a file too large to read into memory."""
+    with open(source, "rb") as src:
+        _write_durably(target, lambda out: shutil.copyfileobj(src, out, 1 << 20))
 
 
 class BlobWriter:
@@ -94,21 +105,6 @@ class BlobStore:
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self)
-
-
-def copy_durably(source: Path, target: Path) -> None:
-    """write_durably for a file too large to read into memory."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class DryRunBlobStore(BlobStore):

@@ -23,17 +23,8 @@ def stuffed(content: bytes) -> bytes:
 
 def read(wire: bytes, *, pieces: list[int] | None = None, buffer: int = 2**16,
          limit: int | None = None) -> tuple[bytes, int, bool, bytes]:
-    async def go() -> tuple[bytes, int, bool, bytes]:
-        reader = asyncio.StreamReader(limit=buffer)
-        pos = 0
-        for n in pieces or []:
-            reader.feed_data(wire[pos:pos + n])
-            pos += n
-        reader.feed_data(wire[pos:])
-        reader.feed_eof()
-        result = await read_data(reader, limit)
-        return result.content, result.size, result.too_big, await reader.read()
-    return asyncio.run(go())
+    result, rest = spool_read(wire, None, pieces=pieces, buffer=buffer, limit=limit)
+    return result.content, result.size, result.too_big, rest
 
 
 TRICKY = [
@@ -82,10 +73,11 @@ def test_oversized_mail_is_drained_and_not_kept() -> None:
     assert read(stuffed(content), limit=100)[:3] == (content, 100, False)
 
 
-def spool_read(wire: bytes, folder: Path, *, spool_above: int, limit: int | None = None,
-               pieces: list[int] | None = None) -> tuple[DataResult, bytes]:
+def spool_read(wire: bytes, folder: Path | None, *, spool_above: int = 4 << 20, limit: int | None = None,
+               pieces: list[int] | None = None, buffer: int = 64) -> tuple[DataResult, bytes]:
+    """DATA read from a stream fed `wire` in `pieces`, as the network may split it."""
     async def go() -> tuple[DataResult, bytes]:
-        reader = asyncio.StreamReader(limit=64)
+        reader = asyncio.StreamReader(limit=buffer)
         pos = 0
         for n in pieces or []:
             reader.feed_data(wire[pos:pos + n])
