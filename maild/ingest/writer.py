@@ -19,6 +19,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.store.rows import write_later
+
 log = structlog.get_logger("maild.writer")
 
 Job = Callable[[Session], Any]
@@ -107,12 +109,15 @@ class IngestWriter:
                 if not isolated:
                     try:
                         results.append((fut, job(session), None))
+                        write_later(session)
                     except Exception as e:
                         raise _JobFailed(e) from e
                     continue
                 try:
                     with session.begin_nested():
-                        results.append((fut, job(session), None))
+                        value = job(session)
+                        write_later(session)  # inside the job's SAVEPOINT, before the next job
+                        results.append((fut, value, None))
                 except Exception as e:
                     # What the job left in the session may describe rows its rollback removed
                     # (store.rows puts new rows' objects there as loaded, and SQLite hands their

@@ -5,23 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from maild.store.models import OutboxMail
-from maild.store.rows import read
+from maild.store.rows import insert_later, read
 
 CLAIM_LEASE = timedelta(minutes=5)
 
 
-_ENQUEUE = insert(OutboxMail.__table__)
-
-
 def enqueue_mail(session: Session, *, case_number: int | None, message_id: str, kind: str,
                  mail_from: str, recipient: str, raw: bytes, automatic: bool, now: datetime) -> None:
-    """Written at once with a Core INSERT of every column, no model object: nothing in the
-    transaction reads it but queries, and the outbox worker reads it after commit."""
-    session.connection().execute(_ENQUEUE, {
+    """A Core INSERT of every column, no model object, gathered with the transaction's other
+    outbox rows into one executemany (store.rows.insert_later): nothing in the transaction
+    reads it but queries through store.rows.read, and the outbox worker reads it after commit."""
+    insert_later(session, OutboxMail.__table__, {
         "case_number": case_number, "message_id": message_id, "kind": kind, "automatic": automatic,
         "mail_from": mail_from, "recipient": recipient.lower(), "raw": raw, "status": "pending", "attempts": 0,
         "next_attempt_at": now, "last_error": None, "created_at": now, "sent_at": None})

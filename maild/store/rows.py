@@ -15,6 +15,9 @@ see them immediately, with no autoflush needed. Never commits.
   flushed as UPDATEs. A rolled-back SAVEPOINT does not take it out of the session as it
   does a pending object: the writer empties the session after a failed job.
 - `update_row`: a column change of a loaded object, written now and not left dirty.
+- `insert_later`: a write-only row nothing of the transaction reads back but through `read`
+  (outbox mail), gathered and written with the others in one executemany by `write_later`:
+  before any `read`, at the end of each writer job, and before a commit.
 - `read`: a query of columns of rows only ever written this way (messages, outbox mail) on
   the session's connection, skipping the ORM's autoflush and result machinery, which cost
   more than the query itself.
@@ -27,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable, Insert, Table, Update, bindparam, insert, update
+from sqlalchemy import CursorResult, Executable, Insert, Table, Update, bindparam, event, insert, update
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
@@ -124,8 +127,30 @@ def update_row(session: Session, obj: Base, **values: Any) -> None:
         set_committed_value(obj, key, value)
 
 
+_LATER = "maild.rows_later"
+
+
+def insert_later(session: Session, table: Table, row: dict[str, Any]) -> None:
+    """`row` (every column) is written by the next write_later, with the other rows of its table."""
+    session.info.setdefault(_LATER, {}).setdefault(table, []).append(row)
+
+
+def write_later(session: Session) -> None:
+    """Writes what insert_later gathered: one executemany a table."""
+    later: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_LATER, None)
+    if later:
+        conn = session.connection()
+        for table, rows in later.items():
+            conn.execute(insert(table), rows)
+
+
+# Every session, however made (the daemon's, the CLI's): nothing gathered is left unwritten.
+event.listen(Session, "before_commit", write_later)
+
+
 def read(session: Session, statement: Executable, params: dict[str, Any]) -> CursorResult[Any]:
     """Runs a query of columns on the session's connection, without autoflush: only for
-    tables whose rows are written through Core (messages, outbox), so nothing of theirs can
-    be pending in the session."""
+    tables whose rows are written through Core (messages, outbox), so nothing of theirs is
+    pending in the session once write_later has run."""
+    write_later(session)
     return session.connection().execute(statement, params)
