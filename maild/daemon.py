@@ -110,7 +110,7 @@ async def serve(config_path: str | None) -> None:
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
     parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root) if processes > 0 else None
     if parser is not None:
-        await asyncio.to_thread(parser.warm_up)
+        await parser.start()
     receiver = Receiver(rt, writer, parser)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     await asyncio.to_thread(settle, rt)
@@ -167,7 +167,7 @@ async def serve(config_path: str | None) -> None:
     for s in servers:
         await s.wait_closed()
     if parser is not None:
-        await asyncio.to_thread(parser.close)
+        await parser.close()
     await asyncio.to_thread(writer.stop)
     outbox.stop()
     await outbox_task

@@ -7,8 +7,11 @@ import asyncio
 import dataclasses
 import os
 import signal
+import threading
 import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,15 +28,42 @@ def crlf(name: str) -> bytes:
 
 
 @pytest.fixture
-def pool(tmp_path: Path):
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """The daemon's event loop stands in a thread of its own, so that the test can be the
+    IMAP poller's thread too."""
+    lp = asyncio.new_event_loop()
+    thread = threading.Thread(target=lp.run_forever, daemon=True)
+    thread.start()
+    yield lp
+    lp.call_soon_threadsafe(lp.stop)
+    thread.join(10)
+    lp.close()
+
+
+def on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+
+@pytest.fixture
+def pool(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Iterator[ParsePool]:
     p = ParsePool(1, tmp_path / "raw", tmp_path / "attachments")
+    on(loop, p.start())
     yield p
-    p.close()
+    on(loop, p.close())
 
 
-def test_worker_parses_as_in_place_and_stores_the_blobs(pool: ParsePool, tmp_path: Path) -> None:
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_worker_parses_as_in_place_and_stores_the_blobs(pool: ParsePool, tmp_path: Path,
+                                                         loop: asyncio.AbstractEventLoop) -> None:
     raw = crlf("attachments-non-ascii-names.eml")
-    msg = asyncio.run(pool.parse(raw))
+    msg = on(loop, pool.parse(raw))
     assert_same_mail(parse_message(raw), dataclasses.replace(msg, raw=b""), BlobStore(tmp_path / "attachments"))
     assert msg.raw == raw and msg.attachments
     assert BlobStore(tmp_path / "raw").get(msg.sha256) == raw
@@ -41,23 +71,24 @@ def test_worker_parses_as_in_place_and_stores_the_blobs(pool: ParsePool, tmp_pat
         assert a.data is None or BlobStore(tmp_path / "attachments").get(a.sha256) == a.data
 
 
-def test_unreadable_mail_raises_parse_error_and_stores_nothing(pool: ParsePool, tmp_path: Path) -> None:
+def test_unreadable_mail_raises_parse_error_and_stores_nothing(pool: ParsePool, tmp_path: Path,
+                                                               loop: asyncio.AbstractEventLoop) -> None:
     with pytest.raises(ParseError, match="no header section"):
-        asyncio.run(pool.parse(b"\r\n\r\njust a body, no headers\r\n"))
+        on(loop, pool.parse(b"\r\n\r\njust a body, no headers\r\n"))
     assert not (tmp_path / "raw").exists()
+    assert on(loop, pool.parse(crlf("apple-mail-new.eml"))).subject  # the worker goes on
 
 
-def test_a_killed_worker_loses_no_mail(pool: ParsePool) -> None:
+def test_a_killed_worker_loses_no_mail(pool: ParsePool, loop: asyncio.AbstractEventLoop) -> None:
     raw = crlf("gmail-new-plain-and-html.eml")
-
-    async def go() -> None:
-        pid = await asyncio.get_running_loop().run_in_executor(pool._pool, os.getpid)
-        os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
-        assert (await pool.parse(raw)) == parse_message(raw)  # parsed here, the pool restarted
-        assert (await pool.parse(raw)) == parse_message(raw)  # and the new pool works
-
-    asyncio.run(go())
+    (pid,) = pool.pids()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert on(loop, pool.parse(raw)) == parse_message(raw)  # parsed in a thread; a new worker started
+    (new_pid,) = pool.pids()
+    assert new_pid != pid
+    assert on(loop, pool.parse(raw)) == parse_message(raw)  # and the new worker works
+    assert pool.pids() == [new_pid]
 
 
 def test_a_poller_batch_parses_ahead_and_survives_a_killed_worker(pool: ParsePool) -> None:
@@ -65,7 +96,15 @@ def test_a_poller_batch_parses_ahead_and_survives_a_killed_worker(pool: ParsePoo
                                     "russian-koi8r.eml")]
     batch = [pool.submit(raw) for raw in raws]
     assert [p.result() for p in batch] == [parse_message(raw) for raw in raws]
-    pid = pool._pool.submit(os.getpid).result()
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pool.pids()[0], signal.SIGKILL)
     time.sleep(0.2)
     assert [pool.submit(raw).result() for raw in raws] == [parse_message(raw) for raw in raws]
+
+
+def test_workers_end_with_the_pool(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    p = ParsePool(2, tmp_path / "raw", tmp_path / "attachments")
+    on(loop, p.start())
+    pids = p.pids()
+    assert len(pids) == 2
+    on(loop, p.close())
+    assert all(process_gone(pid) for pid in pids)

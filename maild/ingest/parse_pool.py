@@ -4,22 +4,30 @@ A worker parses the raw bytes and writes the raw message and its attachments to 
 stores (fsync included) before the mail reaches the writer thread; the pipeline's own
 `put` then finds the files there. Only the parsed mail travels back, without the raw bytes,
 which the caller still holds. A worker that dies takes no mail with it: the caller hears of
-it and the mail is parsed in the caller's thread instead.
+it and the mail is parsed in a thread instead, while a new worker starts.
+
+Each worker talks to the event loop over its own socket pair: the loop writes a request
+(a length-prefixed frame: the raw bytes, or a spool file's path) and a reader task of the
+loop takes the pickled answer. ProcessPoolExecutor did the same through two threads of the
+daemon (a feeder and a result manager), each a GIL hand-off per mail beside the writer, and
+~8 % of the daemon's CPU under load. A worker ends when its socket does, so with the daemon,
+kill -9 included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import multiprocessing
 import os
-import select
+import pickle
 import signal
-import threading
-import time
+import socket
+import struct
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import structlog
@@ -32,27 +40,6 @@ log = structlog.get_logger("maild.parse")
 def default_processes() -> int:
     """One per core, at most four: beyond that the single writer is the limit."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def _end_with(daemon_pid: int) -> None:
-    """Worker start: exit as soon as the daemon is gone, even by kill -9. Workers are children
-    of the forkserver, not of the daemon, and hold their own queue's pipe open, so neither a
-    parent-death signal nor EOF would tell them; the forkserver ends when its workers have."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(daemon_pid)
-        except ProcessLookupError:
-            os._exit(0)
-        except OSError:  # no pidfd (old kernel): look once a second
-            while os.path.exists(f"/proc/{daemon_pid}"):
-                time.sleep(1)
-            os._exit(0)
-        select.select([fd], [], [])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="watch-daemon", daemon=True).start()
 
 
 def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundMessage:
@@ -81,77 +68,183 @@ def _store_attachments(msg: InboundMessage, attachment_root: str) -> None:
             attachments.put(a.data, a.sha256)
 
 
+_REQUEST = struct.Struct("!QBQ")  # request id, kind, payload length
+_ANSWER = struct.Struct("!QQ")  # request id, pickled answer's length
+_PING, _RAW, _SPOOLED = 0, 1, 2
+
+
+class WorkerDied(Exception):
+    """The worker parsing a mail ended before it answered."""
+
+
+def _serve(sock: socket.socket, raw_root: str, attachment_root: str) -> None:
+    """A worker: answers requests one at a time until its socket closes (the daemon is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
+    stream = sock.makefile("rb")
+    while True:
+        head = stream.read(_REQUEST.size)
+        if len(head) < _REQUEST.size:
+            os._exit(0)
+        request_id, kind, length = _REQUEST.unpack(head)
+        payload = stream.read(length)
+        if len(payload) < length:
+            os._exit(0)
+        answer: tuple[bool, object]
+        try:
+            if kind == _RAW:
+                answer = (True, parse_and_store(payload, raw_root, attachment_root))
+            elif kind == _SPOOLED:
+                answer = (True, parse_spooled(Path(payload.decode()), raw_root, attachment_root))
+            else:
+                answer = (True, os.getpid())
+            body = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # the caller's to handle (ParseError, OSError): sent as it is
+            try:
+                body = pickle.dumps((False, e), pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                body = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")), pickle.HIGHEST_PROTOCOL)
+        try:
+            sock.sendall(_ANSWER.pack(request_id, len(body)) + body)
+        except OSError:
+            os._exit(0)
+
+
+class _Worker:
+    """One worker process and the loop's end of its socket."""
+
+    def __init__(self, process: BaseProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.process = process
+        self.writer = writer
+        self.pending: dict[int, asyncio.Future[object]] = {}
+        self.reading = asyncio.create_task(self._read_answers(reader), name=f"parse-worker-{process.pid}")
+
+    async def _read_answers(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                request_id, length = _ANSWER.unpack(await reader.readexactly(_ANSWER.size))
+                ok, value = pickle.loads(await reader.readexactly(length))
+                fut = self.pending.pop(request_id, None)
+                if fut is not None and not fut.done():
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.writer.close()
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(WorkerDied(f"parse worker {self.process.pid} ended"))
+            self.pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return not self.reading.done()
+
+    def ask(self, request_id: int, kind: int, payload: bytes) -> asyncio.Future[object]:
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if not self.alive:
+            fut.set_exception(WorkerDied(f"parse worker {self.process.pid} ended"))
+            return fut
+        self.pending[request_id] = fut
+        self.writer.write(_REQUEST.pack(request_id, kind, len(payload)))
+        self.writer.write(payload)
+        return fut
+
+
 class Parsing:
     """A mail being parsed in the pool, for a caller that is a thread (the IMAP poller)."""
 
-    def __init__(self, pool: ParsePool, executor: ProcessPoolExecutor, raw: bytes, future: Future[InboundMessage]):
-        self._pool, self._executor, self._raw, self._future = pool, executor, raw, future
+    def __init__(self, raw: bytes, future: Future[InboundMessage]):
+        self._raw, self._future = raw, future
 
     def result(self) -> InboundMessage:
         """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
-        try:
-            msg = self._future.result()
-        except BrokenProcessPool:  # a worker was killed: do this one here
-            self._pool.restart(self._executor)
-            msg = parse_and_store(self._raw, *self._pool.roots)
-        return dataclasses.replace(msg, raw=self._raw)
+        return dataclasses.replace(self._future.result(), raw=self._raw)
 
 
 class ParsePool:
+    """Worker processes serving the event loop it was started on (`start`)."""
+
     def __init__(self, processes: int, raw_root: Path, attachment_root: Path):
         self.processes = processes
         self.roots = (str(raw_root), str(attachment_root))
-        self._pool = self._new_pool()
-        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload([__name__])  # workers fork with mail-parser imported
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])  # workers fork with mail-parser imported
-        return ProcessPoolExecutor(self.processes, mp_context=context, initializer=_end_with,
-                                   initargs=(os.getpid(),))
+    async def start(self) -> None:
+        """Starts the workers and waits until each answers, so that the first mail need not."""
+        self._loop = asyncio.get_running_loop()
+        self._workers = [await self._new_worker() for _ in range(self.processes)]
+
+    async def _new_worker(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        process = self._context.Process(target=_serve, args=(theirs, *self.roots), daemon=True,
+                                        name="maild-parse")
+        try:
+            await asyncio.to_thread(process.start)  # the forkserver starts first: not on the loop
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        worker = _Worker(process, reader, writer)
+        await worker.ask(next(self._ids), _PING, b"")
+        return worker
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     async def parse(self, raw: bytes) -> InboundMessage:
         """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
-        msg = await self._run(parse_and_store, raw)
+        msg = await self._run(_RAW, raw, parse_and_store, raw)
         return dataclasses.replace(msg, raw=raw)
 
     async def parse_spooled(self, spool: Path) -> InboundMessage:
         """parse_spooled in a worker."""
-        return await self._run(parse_spooled, spool)
+        return await self._run(_SPOOLED, str(spool).encode(), parse_spooled, spool)
 
-    async def _run(self, job: Callable[..., InboundMessage], first: bytes | Path) -> InboundMessage:
-        loop = asyncio.get_running_loop()
-        executor = self._pool
+    async def _run(self, kind: int, payload: bytes, job: Callable[..., InboundMessage],
+                   first: bytes | Path) -> InboundMessage:
+        worker = min(self._workers, key=lambda w: len(w.pending) if w.alive else 1 << 30)
         try:
-            return await loop.run_in_executor(executor, job, first, *self.roots)
-        except BrokenProcessPool:  # a worker was killed: start afresh, and do this one here
-            self.restart(executor)
+            msg = await worker.ask(next(self._ids), kind, payload)
+        except WorkerDied:  # killed: a new one takes its place, and this mail is done here
+            await self._replace(worker)
             return await asyncio.to_thread(job, first, *self.roots)
+        assert isinstance(msg, InboundMessage)
+        return msg
+
+    async def _replace(self, dead: _Worker) -> None:
+        if dead not in self._workers:
+            return  # another caller of the same worker replaces it
+        self._workers.remove(dead)
+        log.error("parse worker died; a new one started", pid=dead.process.pid)
+        await asyncio.to_thread(dead.process.join, 5)
+        try:
+            self._workers.append(await self._new_worker())
+        except (OSError, WorkerDied) as e:
+            log.error("parse worker could not be started", error=str(e))
 
     def submit(self, raw: bytes) -> Parsing:
-        """parse_and_store in a worker, waited for by Parsing.result()."""
-        with self._lock:
-            executor = self._pool
-        try:
-            return Parsing(self, executor, raw, executor.submit(parse_and_store, raw, *self.roots))
-        except BrokenProcessPool:
-            self.restart(executor)
-            return self.submit(raw)
+        """parse_and_store in a worker, for a thread other than the loop's; waited for by
+        Parsing.result()."""
+        assert self._loop is not None, "ParsePool.start() first"
 
-    def restart(self, broken: ProcessPoolExecutor) -> None:
-        """After a worker died, the executor takes no more work: a new one takes over (once,
-        however many callers saw `broken` fail)."""
-        with self._lock:
-            if self._pool is not broken:
-                return
-            log.error("parse worker died; parse pool restarted")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
+        async def parse() -> InboundMessage:
+            return await self._run(_RAW, raw, parse_and_store, raw)
+        return Parsing(raw, asyncio.run_coroutine_threadsafe(parse(), self._loop))
 
-    def warm_up(self) -> None:
-        """Starts the workers now rather than on the first mail, which should not wait for them."""
-        for f in [self._pool.submit(os.getpid) for _ in range(self.processes)]:
-            f.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def close(self) -> None:
+        """Closing a worker's socket ends it once its current mail is done."""
+        workers, self._workers = self._workers, []
+        for w in workers:
+            w.writer.close()
+        for w in workers:
+            await asyncio.to_thread(w.process.join, 10)
+            if w.process.is_alive():
+                w.process.kill()
+                await asyncio.to_thread(w.process.join, 5)
+            await asyncio.gather(w.reading, return_exceptions=True)
