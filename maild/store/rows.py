@@ -23,6 +23,11 @@ see them immediately, with no autoflush needed. Never commits.
   more than the query itself.
 
 Foreign keys are written from the objects' columns: set them, not just the relationships.
+
+These writes skip even Core's execution machinery (`_run`): each statement is compiled once
+per dialect and sent to the DBAPI cursor with SQLAlchemy's own bind processors, ~4× cheaper
+than `Connection.execute` for the ~10 statements of every mail. Database errors come out as
+SQLAlchemy's exceptions all the same.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable, Insert, Table, Update, bindparam, event, insert, update
+from sqlalchemy import Connection, CursorResult, Executable, Insert, Table, Update, bindparam, event, insert, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
@@ -80,6 +86,56 @@ class _Plan:
 
 
 _PLANS: dict[type, _Plan] = {}
+_INSERTS: dict[Table, Insert] = {}  # write_later's statements, built once
+
+_Params = Callable[[dict[str, Any]], Any]
+_COMPILED: dict[tuple[int, str, str, tuple[str, ...]], tuple[str, _Params]] = {}
+
+
+def _compiled(conn: Connection, statement: Insert | Update, keys: tuple[str, ...]) -> tuple[str, _Params]:
+    """The statement's SQL for this dialect and a function turning a row into its DBAPI
+    parameters, bind processors applied (JSON, UTC datetimes). Statements are the long-lived
+    ones of _PLANS and _INSERTS, so their id() is a key."""
+    dialect = conn.dialect
+    key = (id(statement), dialect.name, dialect.driver, keys)
+    hit = _COMPILED.get(key)
+    if hit is None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        processors = compiled._bind_processors
+        order = compiled.positiontup
+        if dialect.positional and order is not None:
+            def params(row: dict[str, Any], order: list[str] = order) -> Any:
+                return tuple(processors[k](row[k]) if k in processors else row[k] for k in order)
+        else:
+            def params(row: dict[str, Any]) -> Any:
+                return {k: processors[k](v) if k in processors else v for k, v in row.items()}
+        hit = _COMPILED[key] = (compiled.string, params)
+    return hit
+
+
+def _run(session: Session, statement: Insert | Update, rows: list[dict[str, Any]], returning: bool = False) -> Any:
+    """Runs `statement` for each of `rows` (one executemany for several) on the DBAPI cursor
+    of the session's connection; the first column of the one row RETURNING gives, if asked."""
+    conn = session.connection()
+    sql, params = _compiled(conn, statement, tuple(rows[0]))
+    dialect = conn.dialect
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        if len(rows) == 1:
+            dialect.do_execute(cursor, sql, params(rows[0]))
+        else:
+            dialect.do_executemany(cursor, sql, [params(r) for r in rows])
+        return cursor.fetchone()[0] if returning else None
+    except dialect.loaded_dbapi.Error as e:
+        invalid = dialect.is_disconnect(e, raw, cursor)
+        if invalid:
+            conn.invalidate(e)
+        raise DBAPIError.instance(sql, None, e, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=invalid, dialect=dialect) from e
+    finally:
+        cursor.close()
 
 
 def _plan(cls: type[Base]) -> _Plan:
@@ -92,7 +148,7 @@ def _plan(cls: type[Base]) -> _Plan:
 def insert_row(session: Session, obj: Base) -> int:
     """INSERTs one new object's row now; sets and returns its primary key."""
     plan = _plan(type(obj))
-    pk = session.connection().execute(plan.insert_returning, plan.values(obj)).scalar_one()
+    pk = _run(session, plan.insert_returning, [plan.values(obj)], returning=True)
     instance_dict(obj)[plan.pk_key] = pk
     return int(pk)
 
@@ -103,7 +159,7 @@ def insert_rows(session: Session, objs: Sequence[Base]) -> None:
         return
     plan = _plan(type(objs[0]))
     assert all(type(o) is type(objs[0]) for o in objs)
-    session.connection().execute(plan.insert, [plan.values(o) for o in objs])
+    _run(session, plan.insert, [plan.values(o) for o in objs])
 
 
 def insert_persistent(session: Session, obj: Base, loaded: dict[str, Any] | None = None) -> int:
@@ -122,7 +178,7 @@ def insert_persistent(session: Session, obj: Base, loaded: dict[str, Any] | None
 def update_row(session: Session, obj: Base, **values: Any) -> None:
     """UPDATEs columns of a loaded object's row now; the object shows the values, not dirty."""
     plan = _plan(type(obj))
-    session.connection().execute(plan.update, {"pk_": getattr(obj, plan.pk_key), **values})
+    _run(session, plan.update, [{**values, "pk_": getattr(obj, plan.pk_key)}])
     for key, value in values.items():
         set_committed_value(obj, key, value)
 
@@ -139,9 +195,11 @@ def write_later(session: Session) -> None:
     """Writes what insert_later gathered: one executemany a table."""
     later: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_LATER, None)
     if later:
-        conn = session.connection()
         for table, rows in later.items():
-            conn.execute(insert(table), rows)
+            statement = _INSERTS.get(table)
+            if statement is None:
+                statement = _INSERTS[table] = insert(table)
+            _run(session, statement, rows)
 
 
 # Every session, however made (the daemon's, the CLI's): nothing gathered is left unwritten.
