@@ -108,3 +108,17 @@ def test_workers_end_with_the_pool(tmp_path: Path, loop: asyncio.AbstractEventLo
     assert len(pids) == 2
     on(loop, p.close())
     assert all(process_gone(pid) for pid in pids)
+
+
+def test_mail_is_parsed_in_place_when_no_worker_can_be_started(pool: ParsePool, loop: asyncio.AbstractEventLoop,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    async def cannot_fork() -> None:
+        raise OSError("Resource temporarily unavailable")  # fork failing under a process limit
+
+    monkeypatch.setattr(pool, "_new_worker", cannot_fork)
+    raw = crlf("apple-mail-new.eml")
+    os.kill(pool.pids()[0], signal.SIGKILL)
+    time.sleep(0.2)
+    assert on(loop, pool.parse(raw)) == parse_message(raw)
+    assert pool.pids() == []
+    assert on(loop, pool.parse(raw)) == parse_message(raw)  # still taking mail, with no worker at all

@@ -208,6 +208,8 @@ class ParsePool:
 
     async def _run(self, kind: int, payload: bytes, job: Callable[..., InboundMessage],
                    first: bytes | Path) -> InboundMessage:
+        if not self._workers:  # none could be started again: parse here rather than refuse mail
+            return await asyncio.to_thread(job, first, *self.roots)
         worker = min(self._workers, key=lambda w: len(w.pending) if w.alive else 1 << 30)
         try:
             msg = await worker.ask(next(self._ids), kind, payload)
