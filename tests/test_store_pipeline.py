@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
@@ -16,7 +16,7 @@ from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
-from maild.store.db import schema_is_current
+from maild.store.db import MIGRATIONS_DIR, SCHEMA_HEAD, schema_is_current
 from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
 from maild.store.outbox import claim_due, enqueue_mail, mark_failed
 from maild.threading.tokens import make_token, reply_address
@@ -32,6 +32,18 @@ def desk(engine: Engine, tmp_path: Path) -> Desk:
 
 def test_schema_is_at_head(engine: Engine) -> None:
     assert schema_is_current(engine)
+
+
+def test_the_schema_check_knows_the_newest_migration(engine: Engine) -> None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    acfg = AlembicConfig()
+    acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(acfg).get_current_head() == SCHEMA_HEAD  # a new migration: move SCHEMA_HEAD
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    assert not schema_is_current(engine)  # an older database is told apart
 
 
 def test_new_mail_makes_case_contact_organization_and_acknowledgement(desk: Desk) -> None:
