@@ -188,9 +188,9 @@ def case() -> None:
 def case_list(config_path: str | None, as_json: bool, stage: str | None, only_open: bool, queue: str | None,
               assignee: str | None, organization: str | None, contract: str | None, tag: str | None,
               overdue: bool) -> None:
+    from datetime import UTC, datetime
+
     from maild.rules.commands import OPEN_STAGES
-    from maild.runtime import utc_now
-    from maild.store.contracts import find_organization
     from maild.store.models import Case, CaseTag
     from maild.store.views import case_summary, queue_order
 
@@ -206,6 +206,8 @@ def case_list(config_path: str | None, as_json: bool, stage: str | None, only_op
         if assignee:
             q = q.where(Case.assignee.is_(None) if assignee == "none" else Case.assignee == assignee.lower())
         if organization:
+            from maild.store.contracts import find_organization
+
             org = find_organization(session, organization)
             q = q.where(Case.organization_id == (org.id if org else -1))
         if contract:
@@ -213,7 +215,7 @@ def case_list(config_path: str | None, as_json: bool, stage: str | None, only_op
         if tag:
             q = q.where(Case.number.in_(select(CaseTag.case_number).where(CaseTag.tag == tag.lower())))
         if overdue:
-            now = utc_now()
+            now = datetime.now(UTC)
             q = q.where(((Case.due_at <= now) & Case.resolved_at.is_(None))
                         | ((Case.first_response_due_at <= now) & Case.first_response_at.is_(None)))
         cases = [case_summary(c) for c in queue_order(list(session.scalars(q)), cfg)]

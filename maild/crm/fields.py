@@ -21,12 +21,12 @@ class FieldValueError(ValueError):
 
 def check_field_configs(cfg: Config) -> list[str]:
     """Custom field declarations, and the saved segments that filter on them."""
-    from maild.crm.contacts import CrmError, filter_from
-
     problems = []
     for i, segment in enumerate(cfg.segments):
         if segment is None:
             continue
+        from maild.crm.contacts import CrmError, filter_from  # only here: every CLI call checks the config
+
         try:
             filter_from(dict(segment.filters), f"segments[{i}] ({segment.name!r}).filters: ")
         except CrmError as e:

@@ -29,7 +29,8 @@ from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
-from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_mail, start_stream
+from maild.notify.audiences import Recipient
+from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail, start_stream
 from maild.notify.fanout import queue_notifications
 from maild.rules.commands import (
     Command,

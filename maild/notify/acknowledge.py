@@ -12,7 +12,8 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from maild.ingest.parse import InboundMessage
-from maild.notify.casemail import CaseMail, Recipient, queue_case_mail
+from maild.notify.audiences import Recipient
+from maild.notify.casemail import CaseMail, queue_case_mail
 from maild.rules.loops import Classification, authentication_results
 from maild.runtime import Runtime
 from maild.store.contacts import unmailed_contacts

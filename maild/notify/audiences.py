@@ -3,10 +3,14 @@ as `[notify] events` changes it, and who those audiences are for a case."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from maild.config import ADDRESS_RE, Config
-from maild.notify.casemail import Recipient
-from maild.runtime import Runtime
-from maild.store.models import Case, Event, Post
+
+if TYPE_CHECKING:  # at run time only the config check needs this module, and it should load fast
+    from maild.runtime import Runtime
+    from maild.store.models import Case, Event, Post
 
 AUDIENCES = ("customer", "team", "watchers", "watchers_or_team", "assignee", "managers")
 
@@ -29,6 +33,13 @@ DEFAULT_AUDIENCES: dict[str, tuple[str, ...]] = {
     "sla_breached": ("watchers", "managers"),
     "closed": (),  # told as its stage change
 }
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    kind: str  # customer | agent
 
 
 def check_notify_config(cfg: Config) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
 from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
@@ -16,13 +17,6 @@ from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
 from maild.threading.tokens import make_token, reply_address
-
-
-@dataclass(frozen=True)
-class Recipient:
-    email: str
-    name: str
-    kind: str  # customer | agent
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from maild.notify.audiences import agent_recipient, recipients_of
-from maild.notify.casemail import CaseMail, Recipient, mailbox_name, queue_case_mail
+from maild.notify.audiences import Recipient, agent_recipient, recipients_of
+from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail
 from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
 from maild.store.models import Case, Event, Post
