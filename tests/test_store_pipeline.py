@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
@@ -19,6 +19,7 @@ from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.db import MIGRATIONS_DIR, SCHEMA_HEAD, schema_is_current
 from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
 from maild.store.outbox import claim_due, enqueue_mail, mark_failed
+from maild.store.rows import read
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
 from tests.support.faults import break_inserts
@@ -152,6 +153,20 @@ def test_same_message_id_is_stored_once(desk: Desk) -> None:
     assert again.action == "duplicate" and again.case_number == first.case_number
     assert desk.q(lambda s: s.scalar(select(func.count(Message.id)))) == 1
     assert len(desk.outbox()) == 1
+
+
+def test_reads_of_stored_rows_come_back_typed(desk: Desk) -> None:
+    """store.rows.read runs its queries on the DBAPI cursor: dates must still come back as
+    UTC datetimes (SQLite stores text), and an expanding IN still works."""
+    desk.ingest(mail("jane@acme.test", "Printer on fire", msgid="typed@acme.test"))
+    by_case = select(Message.message_id, Message.received_at).where(Message.case_number == bindparam("case"))
+    by_ids = select(Message.message_id).where(Message.message_id.in_(bindparam("ids", expanding=True)))
+    with desk.sessions() as session:
+        number = session.scalar(select(Message.case_number))
+        ((message_id, received_at),) = read(session, by_case, {"case": number})
+        assert message_id == "typed@acme.test"
+        assert received_at.utcoffset() == timedelta(0)
+        assert read(session, by_ids, {"ids": ["nope@x", "typed@acme.test"]}) == [("typed@acme.test",)]
 
 
 def test_message_without_message_id_is_deduplicated_by_content(desk: Desk) -> None:

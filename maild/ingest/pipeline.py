@@ -98,9 +98,8 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
-    existing = read(session, _STORED, {"mailbox": mailbox, "key": key}).first()
-    if existing is not None:
-        return Outcome("duplicate", existing.case_number, "duplicate", existing.classification)
+    for case_number, classification in read(session, _STORED, {"mailbox": mailbox, "key": key}):
+        return Outcome("duplicate", case_number, "duplicate", classification)
 
     now = rt.clock()
     classification = classify(msg, delivery.envelope_sender, rt.mailbox_addresses, cfg.server.hostname)
@@ -342,13 +341,14 @@ def _answers_a_note(session: Session, msg: InboundMessage, match: Match) -> bool
     ids = [*msg.in_reply_to, *msg.references[-1:]]
     if not ids:
         return False
-    return "post_internal" in read(session, _KINDS_SENT, {"ids": ids}).scalars().all()
+    return ("post_internal",) in read(session, _KINDS_SENT, {"ids": ids})
 
 
 def _last_customer_message_id(session: Session, case: Case) -> str | None:
     """What an agent's public answer replies to, so it threads in the customer's mail client."""
     customers = case_store.customer_addresses(session, case)
-    return read(session, _LAST_FROM, {"case": case.number, "senders": customers}).scalar()
+    rows = read(session, _LAST_FROM, {"case": case.number, "senders": customers})
+    return rows[0][0] if rows else None
 
 
 def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:

@@ -39,8 +39,8 @@ def count_sent_to(session: Session, recipient: str, *, kind: str, kind_since: da
     """Mails queued to one address (all statuses: a queued mail will go out): of `kind` since
     `kind_since`, and automatic ones since `automatic_since`, which must be the earlier time."""
     assert automatic_since <= kind_since
-    row = read(session, _SENT_TO, {"kind": kind, "kind_since": kind_since, "recipient": recipient.lower(),
-                                   "since": automatic_since}).one()
+    (row,) = read(session, _SENT_TO, {"kind": kind, "kind_since": kind_since, "recipient": recipient.lower(),
+                                      "since": automatic_since})
     return row[0] or 0, row[1] or 0
 
 
