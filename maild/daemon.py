@@ -104,7 +104,7 @@ async def serve(config_path: str | None) -> None:
     loop = asyncio.get_running_loop()
 
     writer = IngestWriter(sessions)
-    outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts, writer)
+    outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts)
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes

@@ -4,7 +4,6 @@ with the database of each kind and a clock the test moves."""
 from __future__ import annotations
 
 import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,6 @@ import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import Engine, select
 
-from maild.ingest.writer import IngestWriter, WriterStopped
 from maild.notify.outbox import OutboxWorker, backoff
 from maild.notify.transport import MaildirTransport, SmtpTransport, Transport
 from maild.store.db import make_sessionmaker
@@ -64,45 +62,6 @@ def test_delivers_over_smtp_and_marks_sent(engine: Engine, sink: Sink, clock: Cl
     (row,) = rows(engine)
     assert row.status == "sent" and row.sent_at == T0 and row.attempts == 1
     assert w.deliver_due() == 0  # nothing twice
-
-
-def test_in_the_daemon_the_outbox_writes_through_the_writer_without_waking_itself(
-        engine: Engine, sink: Sink, clock: Clock) -> None:
-    """One writer per database (on SQLite a second writing connection makes ingest wait for the
-    lock); the outbox's own commits must not wake it again, or it would poll without end."""
-    writer = IngestWriter(make_sessionmaker(engine))
-    wakes: list[str] = []
-    writer.after_commit = lambda: wakes.append(threading.current_thread().name)
-    writer.start()
-    try:
-        queue_one(engine)
-        w = OutboxWorker(make_sessionmaker(engine), SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5),
-                         clock, 5, writer)
-        assert w.deliver_due() == 1
-        assert [row.status for row in rows(engine)] == ["sent"] and len(sink.caught) == 1
-        assert wakes == []
-        writer.submit(lambda session: None).result()  # a mail's job may queue mail: it wakes the outbox
-        assert wakes == ["maild-writer"]
-    finally:
-        writer.stop()
-
-
-def test_once_the_writer_has_stopped_the_outbox_records_on_its_own(engine: Engine, sink: Sink,
-                                                                    clock: Clock) -> None:
-    """The daemon stops its writer before the outbox's last pass ends: what that pass sent is
-    still marked sent, and a job given to the stopped writer is refused, not left waiting."""
-    writer = IngestWriter(make_sessionmaker(engine))
-    writer.start()
-    writer.stop()
-    ran: list[bool] = []
-    with pytest.raises(WriterStopped):
-        writer.submit(lambda session: ran.append(True)).result(timeout=5)
-    assert ran == []
-    queue_one(engine)
-    w = OutboxWorker(make_sessionmaker(engine), SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5),
-                     clock, 5, writer)
-    assert w.deliver_due() == 1
-    assert [row.status for row in rows(engine)] == ["sent"]
 
 
 def test_temporary_failure_is_retried_with_backoff(engine: Engine, sink: Sink, clock: Clock) -> None:

@@ -4,10 +4,6 @@ Jobs queue up while a transaction commits; the next transaction takes all of the
 once, and a job that fails is rolled back alone (`_commit_batch`). Every job's caller hears
 its result only after that commit, so a 250 never precedes durability, while one fsync
 serves many mails.
-
-Everything the daemon writes goes through here, the outbox's claims and results included: on
-SQLite a second writing connection makes this one wait for the file lock (busy-timeout sleeps
-of several milliseconds, a sixth of all transactions under load).
 """
 
 from __future__ import annotations
@@ -28,46 +24,31 @@ from maild.store.rows import write_later
 log = structlog.get_logger("maild.writer")
 
 Job = Callable[[Session], Any]
-_Item = tuple[Job, Future[Any], bool]  # the job, its caller's future, whether it wakes the outbox
 
 
 class StorageError(Exception):
     """The database did not take the transaction; the sender should retry later (SMTP 451)."""
 
 
-class WriterStopped(StorageError):
-    """A job submitted after stop(): it was not run."""
-
-
 class IngestWriter:
     def __init__(self, sessions: sessionmaker[Session], max_batch: int = 64):
         self._sessions = sessions
         self._max_batch = max_batch
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Job, Future[Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="maild-writer", daemon=True)
-        self.after_commit: Callable[[], None] | None = None  # after a batch with a job that wakes
-        self._closing = threading.Lock()
-        self._closed = False
+        self.after_commit: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finishes queued jobs, then ends the thread; later jobs fail with WriterStopped."""
-        with self._closing:
-            self._closed = True
-            self._queue.put(None)
+        """Finishes queued jobs, then ends the thread."""
+        self._queue.put(None)
         self._thread.join()
 
-    def submit(self, job: Job, wakes: bool = True) -> Future[Any]:
-        """`wakes`: the job may queue mail, so its commit calls after_commit (the outbox's own
-        jobs do not: each would wake the outbox to look again)."""
+    def submit(self, job: Job) -> Future[Any]:
         fut: Future[Any] = Future()
-        with self._closing:
-            if self._closed:
-                fut.set_exception(WriterStopped("the writer has stopped"))
-            else:
-                self._queue.put((job, fut, wakes))
+        self._queue.put((job, fut))
         return fut
 
     async def run(self, job: Job) -> Any:
@@ -91,7 +72,7 @@ class IngestWriter:
                 batch.append(nxt)
             self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list[_Item]) -> None:
+    def _commit_batch(self, batch: list[tuple[Job, Future[Any]]]) -> None:
         """The batch in one transaction, without a SAVEPOINT per job (two statements and the
         session's bookkeeping, ~5 % of a mail's CPU) as long as every job succeeds. When one
         fails, the transaction is rolled back and the batch runs again with a SAVEPOINT per
@@ -107,7 +88,7 @@ class IngestWriter:
                     results = self._run_batch(batch, isolated=True)
         except Exception as e:  # the commit itself failed: nothing of this batch is stored
             log.error("commit failed", error=str(e), jobs=len(batch))
-            for _, fut, _ in batch:
+            for _, fut in batch:
                 fut.set_exception(StorageError(f"commit failed: {e}"))
             return
         for fut, value, error in results:
@@ -115,16 +96,16 @@ class IngestWriter:
                 fut.set_result(value)
             else:
                 fut.set_exception(error)
-        if self.after_commit is not None and any(wakes for _, _, wakes in batch):
+        if self.after_commit is not None:
             self.after_commit()
 
-    def _run_batch(self, batch: list[_Item],
+    def _run_batch(self, batch: list[tuple[Job, Future[Any]]],
                    isolated: bool) -> list[tuple[Future[Any], Any, BaseException | None]]:
         """One transaction. `isolated`: each job in a SAVEPOINT, a failure is that job's result;
         otherwise a failure rolls back everything and raises _JobFailed."""
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self._sessions() as session, session.begin():
-            for job, fut, _ in batch:
+            for job, fut in batch:
                 if not isolated:
                     try:
                         results.append((fut, job(session), None))

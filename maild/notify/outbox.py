@@ -1,7 +1,6 @@
 """The outbox worker: sends committed mail, retries temporary failures with backoff, and
 records permanent ones (visible in the CLI). Runs on the daemon's event loop; database and
-network calls run in threads. In the daemon its claims and results are written by the ingest
-writer (one writer per database, see ingest.writer)."""
+network calls run in threads."""
 
 from __future__ import annotations
 
@@ -9,12 +8,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.ingest.writer import IngestWriter, WriterStopped
 from maild.notify.transport import DeliveryError, Transport
 from maild.store.outbox import claim_due, mark_failed, mark_sent, next_due_at
 
@@ -32,9 +29,8 @@ def backoff(attempts: int) -> timedelta:
 
 class OutboxWorker:
     def __init__(self, sessions: sessionmaker[Session], transport: Transport,
-                 clock: Callable[[], datetime], max_attempts: int, writer: IngestWriter | None = None):
+                 clock: Callable[[], datetime], max_attempts: int):
         self.sessions = sessions
-        self.writer = writer  # None: each write in a transaction of its own
         self.transport = transport
         self.clock = clock
         self.max_attempts = max_attempts
@@ -70,8 +66,9 @@ class OutboxWorker:
         transaction. Returns how many were tried. A crash after sending and before recording
         sends those again once the claim's lease runs out: at least once, never lost; the
         stable Message-ID lets the receiving side see the repeat."""
-        claimed = self._write(lambda session: [(r.id, r.mail_from, r.recipient, r.raw, r.attempts, r.message_id)
-                                               for r in claim_due(session, self.clock(), limit)])
+        with self.sessions() as session, session.begin():
+            claimed = [(r.id, r.mail_from, r.recipient, r.raw, r.attempts, r.message_id)
+                       for r in claim_due(session, self.clock(), limit)]
         if not claimed:
             return 0
         results: list[tuple[int, DeliveryError | None, int]] = []
@@ -87,22 +84,10 @@ class OutboxWorker:
                 results.append((row_id, None, attempts))
                 log.info("mail sent", message_id=message_id, recipient=recipient)
         now = self.clock()
-
-        def record(session: Session) -> None:
+        with self.sessions() as session, session.begin():
             mark_sent(session, [row_id for row_id, error, _ in results if error is None], now)
             for row_id, error, attempts in results:
                 if error is not None:
                     permanent = error.permanent or attempts + 1 >= self.max_attempts
                     mark_failed(session, row_id, str(error), permanent=permanent, retry_at=now + backoff(attempts + 1))
-        self._write(record)
         return len(claimed)
-
-    def _write(self, job: Callable[[Session], Any]) -> Any:
-        """`job` in a committed transaction; from a thread, never the event loop."""
-        if self.writer is not None:
-            try:
-                return self.writer.submit(job, wakes=False).result()
-            except WriterStopped:
-                pass  # the daemon is stopping and its writer is done: nothing else writes now
-        with self.sessions() as session, session.begin():
-            return job(session)
