@@ -169,6 +169,20 @@ def test_reads_of_stored_rows_come_back_typed(desk: Desk) -> None:
         assert read(session, by_ids, {"ids": ["nope@x", "typed@acme.test"]}) == [("typed@acme.test",)]
 
 
+def test_one_sender_twice_in_one_transaction_is_one_contact_of_one_organization(desk: Desk) -> None:
+    """As in a writer batch: the second lookup finds the contact the first one created."""
+    (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "jane@acme.test", "smtp")
+    with desk.sessions() as s, s.begin():
+        first = ingest_message(s, parse_message(mail("jane@acme.test", "One")), delivery, desk.rt)
+        second = ingest_message(s, parse_message(mail("Jane@Acme.test", "Two")), delivery, desk.rt)
+    assert first.case_number != second.case_number
+    people = desk.q(lambda s: [(c.email, c.organization.name if c.organization else None)
+                               for c in s.scalars(select(Contact))])
+    assert people == [("jane@acme.test", "acme.test")]
+    requesters = desk.q(lambda s: {c.requester.email for c in s.scalars(select(Case))})
+    assert requesters == {"jane@acme.test"}
+
+
 def test_message_without_message_id_is_deduplicated_by_content(desk: Desk) -> None:
     raw = mail("jane@acme.test", "No id")
     desk.ingest(raw)

@@ -6,16 +6,19 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
 from maild.config import OrganizationsConfig
 from maild.store.models import Contact, Organization, OrganizationDomain
-from maild.store.rows import insert_persistent, update_row
+from maild.store.rows import columns, insert_persistent, load, update_row
 
 # Statements of every mail, built once: building one costs more than running it.
 _ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
 _CONTACT_BY_EMAIL = select(Contact).options(joinedload(Contact.organization)).where(
     Contact.email == bindparam("email"))
+_CONTACT_ROW_BY_EMAIL = (select(*columns(Contact), *columns(Organization))
+                         .outerjoin(Organization, Contact.organization_id == Organization.id)
+                         .where(Contact.email == bindparam("email")))
 
 
 def organization_for_domain(session: Session, domain: str) -> Organization | None:
@@ -51,7 +54,7 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
     Its organization is loaded with it (mail to agents names it). Rows are written at once
     (store.rows), not left for a flush."""
     address = address.lower()
-    contact = session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
+    contact = _contact_by_email(session, address)
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
         contact = Contact(email=address, name=name or "", organization_id=org.id if org is not None else None,
@@ -64,3 +67,16 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
         if last_mail_at is not None:
             update_row(session, contact, last_mail_at=last_mail_at)  # now, rather than by a flush
     return contact
+
+
+def _contact_by_email(session: Session, address: str) -> Contact | None:
+    """The contact with its organization. Every mail asks, so through store.rows (half the
+    ORM query's cost) unless objects are pending, which only the ORM's autoflush would write."""
+    if session.new:
+        return session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
+    for contact, org in load(session, _CONTACT_ROW_BY_EMAIL, {"email": address}, (Contact, Organization)):
+        assert isinstance(contact, Contact)
+        if "organization" not in instance_dict(contact):
+            set_committed_value(contact, "organization", org)
+        return contact
+    return None

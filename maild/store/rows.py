@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Insert, Select, Table, Update, bindparam, event, insert, update
+from sqlalchemy import Column, Connection, Executable, Insert, Select, Table, Update, bindparam, event, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
@@ -49,7 +49,7 @@ class _Plan:
     """How one mapped class is written: its columns and defaults, and the statements, built once."""
 
     def __init__(self, cls: type[Base]):
-        mapper = class_mapper(cls)
+        self.mapper = mapper = class_mapper(cls)
         table = mapper.local_table
         assert isinstance(table, Table)
         (pk,) = mapper.primary_key
@@ -71,6 +71,12 @@ class _Plan:
         self.insert: Insert = insert(table)
         self.insert_returning = insert(table).returning(pk)
         self.update: Update = update(table).where(pk == bindparam("pk_"))
+
+    def table_columns(self) -> list[Column[Any]]:
+        """The table's columns in the order `load` reads them: the primary key, then self.columns."""
+        table = self.insert.table
+        assert isinstance(table, Table)
+        return [table.c[self.pk_key], *(table.c[key] for key, _ in self.columns)]
 
     def values(self, obj: Base) -> dict[str, Any]:
         """Every column's value, defaults filled into the new (transient) object too, as a
@@ -256,3 +262,39 @@ def read(session: Session, statement: Select[Any], params: dict[str, Any]) -> li
     if not any(processors):
         return [tuple(row) for row in rows]
     return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+
+
+def columns(cls: type[Base]) -> list[Column[Any]]:
+    """Every column of a class, for a query `load` turns into objects."""
+    return _plan(cls).table_columns()
+
+
+def load(session: Session, statement: Select[Any], params: dict[str, Any],
+         classes: tuple[type[Base], ...]) -> list[tuple[Base | None, ...]]:
+    """`read` for whole objects: a query of `columns(cls)` for each of `classes` (None where an
+    outer join found none) as objects of the session, the session's own where it has them,
+    others joined to it as if the ORM had loaded them (relationships load lazily as ever).
+    Nothing is flushed first: only for rows written at once (insert_persistent, update_row)."""
+    out = []
+    for row in read(session, statement, params):
+        objs: list[Base | None] = []
+        start = 0
+        for cls in classes:
+            plan = _plan(cls)
+            end = start + 1 + len(plan.columns)
+            pk, values = row[start], row[start + 1:end]
+            start = end
+            if pk is None:
+                objs.append(None)
+                continue
+            obj = session.identity_map.get(plan.mapper.identity_key_from_primary_key((pk,)))
+            if obj is None:
+                obj = plan.mapper.class_manager.new_instance()
+                state = instance_dict(obj)
+                state[plan.pk_key] = pk
+                state.update(zip((key for key, _ in plan.columns), values, strict=True))
+                make_transient_to_detached(obj)
+                session.add(obj)
+            objs.append(obj)
+        out.append(tuple(objs))
+    return out
