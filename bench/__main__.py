@@ -24,20 +24,33 @@ SMTP_MESSAGES, SMTP_QUICK = 2000, 300
 IMAP_MESSAGES, IMAP_QUICK = 2000, 300
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def _shared_options(defaults: bool) -> tuple[argparse.ArgumentParser, ...]:
+    """The options of the whole run and of its parts. A part's copy has no defaults, so that an
+    option given before the part's name (`--preload N smtp`) is not overwritten by it."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quick", action="store_true", help="small sizes (~20 s): checks that it works")
+    common.add_argument("--quick", action="store_true", default=default(False),
+                        help="small sizes (~20 s): checks that it works")
+    common.add_argument("--json", metavar="FILE", default=default(None), help="also write the figures as JSON")
     memory_opts = argparse.ArgumentParser(add_help=False)
-    memory_opts.add_argument("--attachment-mb", type=float,
+    memory_opts.add_argument("--attachment-mb", type=float, default=default(None),
                              help=f"memory: attachment size in MB ({ATTACHMENT_MB:g}; quick {ATTACHMENT_QUICK_MB:g})")
-    common.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     smtp_opts = argparse.ArgumentParser(add_help=False)
-    smtp_opts.add_argument("--concurrency", type=int, default=8, help="SMTP connections at once (8)")
-    smtp_opts.add_argument("--per-connection", type=int, default=20, help="messages per connection (20)")
-    smtp_opts.add_argument("--postgres", action="store_true", help="also run maild on PostgreSQL")
-    smtp_opts.add_argument("--seed", type=int, default=42, help="seed of the generated mail (42)")
-    smtp_opts.add_argument("--preload", type=int, default=0, metavar="N",
+    smtp_opts.add_argument("--concurrency", type=int, default=default(8), help="SMTP connections at once (8)")
+    smtp_opts.add_argument("--per-connection", type=int, default=default(20), help="messages per connection (20)")
+    smtp_opts.add_argument("--postgres", action="store_true", default=default(False),
+                           help="also run maild on PostgreSQL")
+    smtp_opts.add_argument("--seed", type=int, default=default(42), help="seed of the generated mail (42)")
+    smtp_opts.add_argument("--preload", type=int, default=default(0), metavar="N",
                            help="also run maild on a database already holding N cases (3 messages each)")
+    return common, smtp_opts, memory_opts
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    common, smtp_opts, memory_opts = _shared_options(defaults=True)
+    part_common, part_smtp, part_memory = _shared_options(defaults=False)
 
     parser = argparse.ArgumentParser(prog="python -m bench", parents=[common, smtp_opts, memory_opts],
                                      description="maild's ingest benchmark: SMTP against a do-nothing "
@@ -45,13 +58,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smtp-messages", type=int, help=f"SMTP messages ({SMTP_MESSAGES}; quick {SMTP_QUICK})")
     parser.add_argument("--imap-messages", type=int, help=f"IMAP backlog ({IMAP_MESSAGES}; quick {IMAP_QUICK})")
     sub = parser.add_subparsers(dest="command")
-    smtp = sub.add_parser("smtp", parents=[common, smtp_opts], help="SMTP: do-nothing server vs maild")
+    smtp = sub.add_parser("smtp", parents=[part_common, part_smtp], help="SMTP: do-nothing server vs maild")
     smtp.add_argument("--messages", type=int, help=f"how many ({SMTP_MESSAGES}; quick {SMTP_QUICK})")
     smtp.add_argument("--rate", type=float, metavar="R",
                       help="only maild, paced at R msgs/s (default: full speed, then half the rate reached)")
-    sub.add_parser("memory", parents=[common, memory_opts],
+    sub.add_parser("memory", parents=[part_common, part_memory],
                    help="memory: maild's RSS growth for one mail with a large attachment")
-    imap = sub.add_parser("imap", parents=[common], help="IMAP: drain a Dovecot backlog")
+    imap = sub.add_parser("imap", parents=[part_common], help="IMAP: drain a Dovecot backlog")
     imap.add_argument("--messages", type=int, help=f"backlog size ({IMAP_MESSAGES}; quick {IMAP_QUICK})")
     return parser.parse_args(argv)
 

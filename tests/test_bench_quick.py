@@ -112,3 +112,16 @@ def test_preloaded_run_counts_only_its_own_mail(tmp_path: Path) -> None:
     assert full["preloaded_cases"] == 3000 and empty["preloaded_cases"] == 0
     assert full["messages_stored"] == smtp["messages"]  # the preloaded rows are not counted as ingested
     assert full["all_acks_delivered"] and full["vs_empty"] > 0
+
+
+def test_options_count_before_and_after_the_parts_name() -> None:
+    """`python -m bench --preload N smtp` once ran on an empty database only: the part's own
+    copy of the option put its default back."""
+    from bench.__main__ import parse_args
+
+    for argv in (["--preload", "500", "--quick", "smtp"], ["smtp", "--preload", "500", "--quick"]):
+        args = parse_args(argv)
+        assert (args.command, args.preload, args.quick, args.concurrency) == ("smtp", 500, True, 8), argv
+    plain = parse_args(["smtp"])
+    assert (plain.preload, plain.quick, plain.seed, plain.json) == (0, False, 42, None)
+    assert parse_args(["--attachment-mb", "5", "memory"]).attachment_mb == 5
