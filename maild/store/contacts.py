@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
 from maild.config import OrganizationsConfig
@@ -14,8 +14,6 @@ from maild.store.rows import columns, insert_persistent, load, update_row
 
 # Statements of every mail, built once: building one costs more than running it.
 _ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
-_CONTACT_BY_EMAIL = select(Contact).options(joinedload(Contact.organization)).where(
-    Contact.email == bindparam("email"))
 _CONTACT_ROW_BY_EMAIL = (select(*columns(Contact), *columns(Organization))
                          .outerjoin(Organization, Contact.organization_id == Organization.id)
                          .where(Contact.email == bindparam("email")))
@@ -71,9 +69,9 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
 
 def _contact_by_email(session: Session, address: str) -> Contact | None:
     """The contact with its organization. Every mail asks, so through store.rows (half the
-    ORM query's cost) unless objects are pending, which only the ORM's autoflush would write."""
+    ORM query's cost); objects still pending are flushed first, as the ORM's autoflush would."""
     if session.new:
-        return session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
+        session.flush()
     for contact, org in load(session, _CONTACT_ROW_BY_EMAIL, {"email": address}, (Contact, Organization)):
         assert isinstance(contact, Contact)
         if "organization" not in instance_dict(contact):

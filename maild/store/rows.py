@@ -35,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, Executable, Insert, Select, Table, Update, bindparam, event, insert, update
+from sqlalchemy import Column, Connection, Insert, Select, Table, Update, bindparam, event, insert, update
+from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
@@ -50,7 +51,7 @@ class _Plan:
 
     def __init__(self, cls: type[Base]):
         self.mapper = mapper = class_mapper(cls)
-        table = mapper.local_table
+        self.table = table = mapper.local_table
         assert isinstance(table, Table)
         (pk,) = mapper.primary_key
         self.pk_key = mapper.get_property_by_column(pk).key
@@ -74,9 +75,7 @@ class _Plan:
 
     def table_columns(self) -> list[Column[Any]]:
         """The table's columns in the order `load` reads them: the primary key, then self.columns."""
-        table = self.insert.table
-        assert isinstance(table, Table)
-        return [table.c[self.pk_key], *(table.c[key] for key, _ in self.columns)]
+        return [self.table.c[self.pk_key], *(self.table.c[key] for key, _ in self.columns)]
 
     def values(self, obj: Base) -> dict[str, Any]:
         """Every column's value, defaults filled into the new (transient) object too, as a
@@ -99,7 +98,7 @@ _COMPILED: dict[tuple[int, str, str, tuple[str, ...]], tuple[str, _Params]] = {}
 _CONNECTION = "maild.rows_connection"
 
 
-def _compiled(conn: Connection, statement: Executable, keys: tuple[str, ...]) -> tuple[str, _Params]:
+def _compiled(conn: Connection, statement: Insert | Update, keys: tuple[str, ...]) -> tuple[str, _Params]:
     """The statement's SQL for this dialect and a function turning a row into its DBAPI
     parameters, bind processors applied (JSON, UTC datetimes). Statements are the long-lived
     ones of _PLANS and _INSERTS, so their id() is a key."""
@@ -108,16 +107,20 @@ def _compiled(conn: Connection, statement: Executable, keys: tuple[str, ...]) ->
     hit = _COMPILED.get(key)
     if hit is None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        processors = compiled._bind_processors
-        order = compiled.positiontup
-        if dialect.positional and order is not None:
-            def params(row: dict[str, Any], order: list[str] = order) -> Any:
-                return tuple(processors[k](row[k]) if k in processors else row[k] for k in order)
-        else:
-            def params(row: dict[str, Any]) -> Any:
-                return {k: processors[k](v) if k in processors else v for k, v in row.items()}
-        hit = _COMPILED[key] = (compiled.string, params)
+        hit = _COMPILED[key] = (compiled.string, _bind_params(compiled, dialect))
     return hit
+
+
+def _bind_params(compiled: Compiled, dialect: Dialect) -> _Params:
+    processors = compiled._bind_processors  # type: ignore[attr-defined]
+    order = compiled.positiontup
+    if dialect.positional and order is not None:
+        def params(row: dict[str, Any], order: list[str] = order) -> Any:
+            return tuple(processors[k](row[k]) if k in processors else row[k] for k in order)
+    else:
+        def params(row: dict[str, Any]) -> Any:
+            return {k: processors[k](v) if k in processors else v for k, v in row.items()}
+    return params
 
 
 def _connection(session: Session) -> Connection:
@@ -237,12 +240,12 @@ _READS: dict[tuple[int, str, str], _ReadPlan] = {}
 def _read_plan(conn: Connection, statement: Select[Any]) -> _ReadPlan:
     """The query's SQL, parameters and result processors (UTC datetimes, JSON) for this
     dialect; None for a statement rendered anew for each call (an expanding IN, a LIMIT)."""
-    sql, params = _compiled(conn, statement, ())
-    if "__[POSTCOMPILE_" in sql:
-        return None
     compiled = statement.compile(dialect=conn.dialect)
-    processors = [entry.type._cached_result_processor(conn.dialect, None) for entry in compiled._result_columns]
-    return sql, params, processors
+    if "__[POSTCOMPILE_" in compiled.string:
+        return None
+    processors = [entry.type._cached_result_processor(conn.dialect, None)
+                  for entry in compiled._result_columns]  # type: ignore[attr-defined]
+    return compiled.string, _bind_params(compiled, conn.dialect), processors
 
 
 def read(session: Session, statement: Select[Any], params: dict[str, Any]) -> list[tuple[Any, ...]]:
