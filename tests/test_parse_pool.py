@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from maild.ingest.parse import ParseError, parse_message
-from maild.ingest.parse_pool import ParsePool
+from maild.ingest.parse_pool import WORKER_NICENESS, ParsePool
 from maild.store.blobs import BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
@@ -122,3 +122,20 @@ def test_mail_is_parsed_in_place_when_no_worker_can_be_started(pool: ParsePool, 
     assert on(loop, pool.parse(raw)) == parse_message(raw)
     assert pool.pids() == []
     assert on(loop, pool.parse(raw)) == parse_message(raw)  # still taking mail, with no worker at all
+
+
+def test_workers_yield_the_cpu_to_the_writer_also_when_replaced(pool: ParsePool,
+                                                                 loop: asyncio.AbstractEventLoop) -> None:
+    """The writer thread is the stage every mail waits for in turn: the workers run at a
+    lower priority than the daemon, and a worker started after one died does too."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = min(19, ours + WORKER_NICENESS)
+    (pid,) = pool.pids()
+    assert os.getpriority(os.PRIO_PROCESS, pid) == expected
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    raw = crlf("apple-mail-new.eml")
+    assert on(loop, pool.parse(raw)) == parse_message(raw)
+    (new_pid,) = pool.pids()
+    assert new_pid != pid
+    assert os.getpriority(os.PRIO_PROCESS, new_pid) == expected

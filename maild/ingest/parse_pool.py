@@ -37,6 +37,15 @@ from maild.store.blobs import BlobStore
 
 log = structlog.get_logger("maild.parse")
 
+# How much lower than the daemon's the workers' CPU priority is. On a busy machine the cores
+# are shared by the workers, the daemon and whatever sends mail; the writer thread is the one
+# stage every mail passes through in turn, so when both want a core it should get it first:
+# a worker's delay is spread over mails being parsed in parallel, the writer's is added to
+# every mail behind it. Measured with `python -m bench smtp`, 14 interleaved pairs: 211
+# against 197 msgs/s on average, the writer's queue shorter in 10 of the 11 pairs timed.
+WORKER_NICENESS = 5
+
+
 def default_processes() -> int:
     """One per core, at most four: beyond that the single writer is the limit."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -80,6 +89,7 @@ class WorkerDied(Exception):
 def _serve(sock: socket.socket, raw_root: str, attachment_root: str) -> None:
     """A worker: answers requests one at a time until its socket closes (the daemon is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
+    os.nice(WORKER_NICENESS)
     stream = sock.makefile("rb")
     while True:
         head = stream.read(_REQUEST.size)
