@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import email
 import email.policy
 from datetime import timedelta
@@ -401,6 +403,30 @@ def test_a_mail_that_fails_in_a_batch_is_rolled_back_alone(desk: Desk) -> None:
     assert sorted(cases.values()) == ["Ann", "Bob"]  # stored once each, Eve's not at all
     assert cases[jobs[0].result().case_number] == "Ann" and cases[jobs[2].result().case_number] == "Bob"
     assert sorted(m.recipient for m in desk.outbox()) == ["ann@acme.test", "bob@acme.test"]
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_writer(desk: Desk) -> None:
+    """A scheduler job cancelled at shutdown cancels its future while the writer runs it; the
+    writer goes on with the next mail rather than dying with InvalidStateError."""
+    writer = IngestWriter(desk.sessions)
+    (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "x@client.test", "smtp")
+    ann, bob = (parse_message(mail(f"{name}@acme.test", name.title())) for name in ("ann", "bob"))
+    started = threading.Event()
+    proceed = threading.Event()
+
+    def slow(s: Session) -> None:
+        started.set()
+        proceed.wait(10)
+        ingest_message(s, ann, delivery, desk.rt)
+
+    writer.start()
+    gone = writer.submit(slow)
+    assert started.wait(10)
+    assert gone.cancel()  # as asyncio.wrap_future's caller does when its task is cancelled
+    proceed.set()
+    later = writer.submit(lambda s: ingest_message(s, bob, delivery, desk.rt))
+    assert later.result(10).action == "created"
+    writer.stop()
 
 
 def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Desk, engine: Engine) -> None:

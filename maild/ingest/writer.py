@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import structlog
@@ -89,13 +89,10 @@ class IngestWriter:
         except Exception as e:  # the commit itself failed: nothing of this batch is stored
             log.error("commit failed", error=str(e), jobs=len(batch))
             for _, fut in batch:
-                fut.set_exception(StorageError(f"commit failed: {e}"))
+                _tell(fut, None, StorageError(f"commit failed: {e}"))
             return
         for fut, value, error in results:
-            if error is None:
-                fut.set_result(value)
-            else:
-                fut.set_exception(error)
+            _tell(fut, value, error)
         if self.after_commit is not None:
             self.after_commit()
 
@@ -126,6 +123,18 @@ class IngestWriter:
                     session.info.clear()  # per-transaction caches (store.contacts, notify.casemail)
                     results.append((fut, None, _job_error(e)))
         return results
+
+
+def _tell(fut: Future[Any], value: Any, error: BaseException | None) -> None:
+    """A job's result to its caller, unless the caller stopped waiting (a scheduler job
+    cancelled at shutdown): that must not end the writer thread."""
+    try:
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class _JobFailed(Exception):
