@@ -14,11 +14,11 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from maild.config import ConfigError, load_config
+from maild.config import Config, ConfigError, load_config
 from maild.ingest.imap import ImapPoller
-from maild.ingest.parse_pool import ParsePool, default_processes
+from maild.ingest.parse_pool import HandedOver, ParsePool, SmtpInWorkers, default_processes
 from maild.ingest.receive import Receiver
-from maild.ingest.smtp import clear_spool, start_smtp_servers
+from maild.ingest.smtp import bind_smtp_sockets, clear_spool, receiver_handler, smtp_reply, start_smtp_servers
 from maild.ingest.writer import IngestWriter
 from maild.notify.outbox import OutboxWorker
 from maild.notify.samples import render_all_templates
@@ -27,6 +27,10 @@ from maild.runtime import Runtime, build_runtime
 from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
 
 log = structlog.get_logger("maild.daemon")
+
+
+def mailbox_addresses(cfg: Config) -> frozenset[str]:
+    return frozenset(m.address.lower() for m in cfg.mailboxes)
 
 
 def sd_notify(state: str) -> None:
@@ -108,16 +112,28 @@ async def serve(config_path: str | None) -> None:
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
-    parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root) if processes > 0 else None
-    if parser is not None:
-        await parser.start()
-    receiver = Receiver(rt, writer, parser)
+    spool = cfg.data_dir / "spool"
+    listening = bind_smtp_sockets(cfg.smtp.listen)
+    receiver = Receiver(rt, writer)
+    servers: list[asyncio.Server] = []
+
+    async def serve_smtp_here(socks: list[socket.socket]) -> None:
+        servers.extend(await start_smtp_servers(receiver_handler(receiver), socks, cfg.server.hostname,
+                                                cfg.smtp.max_message_bytes, spool))
+
+    if processes > 0:  # the workers serve SMTP, parse, and hand the mail to this process to commit
+        smtp = SmtpInWorkers(listening, cfg.server.hostname, cfg.smtp.max_message_bytes, str(spool),
+                             mailbox_addresses(cfg))
+
+        async def handover(handed: HandedOver) -> str:
+            return smtp_reply(await receiver.receive_handed_over(handed))
+        receiver.parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root, smtp=smtp,
+                                    handover=handover, serve_here=serve_smtp_here)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     await asyncio.to_thread(settle, rt)
-    spool = cfg.data_dir / "spool"
     clear_spool(spool)
-    servers = await start_smtp_servers(receiver, cfg.smtp.listen, cfg.server.hostname,
-                                       cfg.smtp.max_message_bytes, spool)
+    if receiver.parser is not None:
+        await receiver.parser.start()
     outbox_task = asyncio.create_task(outbox.run(), name="outbox")
     pollers = [ImapPoller(m, receiver, sessions, rt.clock) for m in cfg.mailboxes if m.imap is not None]
     scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
@@ -134,6 +150,8 @@ async def serve(config_path: str | None) -> None:
             new_rt = build_runtime(new_cfg, rt.clock)
             report_template_problems(new_rt)
             receiver.swap_runtime(new_rt)
+            if receiver.parser is not None:
+                receiver.parser.set_mailboxes(mailbox_addresses(new_cfg))
         except ConfigError as e:
             log.error("reload refused, running config kept", problems=e.problems)
             return
@@ -146,6 +164,10 @@ async def serve(config_path: str | None) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, reload)
+    if receiver.parser is not None:
+        await receiver.parser.serve_smtp()
+    else:
+        await serve_smtp_here(listening)
     log.info("maild running", listen=cfg.smtp.listen, database=engine.url.render_as_string(),
              outbound=cfg.outbound.url, mailboxes=[m.address for m in cfg.mailboxes],
              config=cfg.source, data_dir=str(Path(cfg.data_dir)))
@@ -166,8 +188,10 @@ async def serve(config_path: str | None) -> None:
         await asyncio.to_thread(poller.close)
     for s in servers:
         await s.wait_closed()
-    if parser is not None:
-        await parser.close()
+    if receiver.parser is not None:
+        await receiver.parser.close()  # workers serving SMTP finish their mail first
+    for sock in listening:
+        sock.close()
     await asyncio.to_thread(writer.stop)
     outbox.stop()
     await outbox_task

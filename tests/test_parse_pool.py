@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from maild.ingest.parse import ParseError, parse_message
-from maild.ingest.parse_pool import WORKER_NICENESS, ParsePool
+from maild.ingest.parse_pool import WORKER_NICENESS, HandedOver, ParsePool, SmtpInWorkers
 from maild.store.blobs import BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
@@ -139,3 +140,35 @@ def test_workers_yield_the_cpu_to_the_writer_also_when_replaced(pool: ParsePool,
     (new_pid,) = pool.pids()
     assert new_pid != pid
     assert os.getpriority(os.PRIO_PROCESS, new_pid) == expected
+
+
+def test_when_no_worker_can_serve_smtp_the_daemon_is_handed_the_sockets(tmp_path: Path,
+                                                                          loop: asyncio.AbstractEventLoop,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that serve SMTP and cannot be started again must not leave the port unserved."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    smtp = SmtpInWorkers([listening], "support.example.com", 1_000_000, None, frozenset({"support@example.com"}))
+    handed: list[list[socket.socket]] = []
+
+    async def handover(mail: HandedOver) -> str:
+        return "250 2.0.0 OK"
+
+    async def serve_here(socks: list[socket.socket]) -> None:
+        handed.append(socks)
+
+    pool = ParsePool(1, tmp_path / "raw", tmp_path / "attachments", smtp=smtp, handover=handover,
+                     serve_here=serve_here)
+    on(loop, pool.start())
+    try:
+        async def cannot_fork() -> None:
+            raise OSError("Resource temporarily unavailable")
+
+        monkeypatch.setattr(pool, "_new_worker", cannot_fork)
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not handed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handed == [[listening]] and pool.pids() == []
+    finally:
+        on(loop, pool.close())
+        listening.close()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import email
 import email.policy
+import threading
 from datetime import timedelta
 from pathlib import Path
 

@@ -12,6 +12,10 @@ loop takes the pickled answer. ProcessPoolExecutor did the same through two thre
 daemon (a feeder and a result manager), each a GIL hand-off per mail beside the writer, and
 ~8 % of the daemon's CPU under load. A worker ends when its socket does, so with the daemon,
 kill -9 included.
+
+Started with `SmtpInWorkers`, the workers also serve the SMTP sessions, on sockets the daemon
+bound (ingest.smtp_worker): each parses its own mails and hands them over a second socket
+pair, and the daemon's process only commits them and answers with the reply to DATA.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import pickle
 import signal
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import structlog
 
-from maild.ingest.parse import InboundMessage, parse_stored
+from maild.ingest.parse import InboundMessage, ParseError, parse_stored
 from maild.store.blobs import BlobStore
 
 log = structlog.get_logger("maild.parse")
@@ -79,17 +83,89 @@ def _store_attachments(msg: InboundMessage, attachment_root: str) -> None:
 
 _REQUEST = struct.Struct("!QBQ")  # request id, kind, payload length
 _ANSWER = struct.Struct("!QQ")  # request id, pickled answer's length
-_PING, _RAW, _SPOOLED = 0, 1, 2
+_PING, _RAW, _SPOOLED, _MAILBOXES, _SERVE, _STOP, _HANDOVER = 0, 1, 2, 3, 4, 5, 6
 
 
 class WorkerDied(Exception):
     """The worker parsing a mail ended before it answered."""
 
 
-def _serve(sock: socket.socket, raw_root: str, attachment_root: str) -> None:
-    """A worker: answers requests one at a time until its socket closes (the daemon is gone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
+@dataclasses.dataclass
+class SmtpInWorkers:
+    """What the workers need to serve SMTP sessions themselves, so that the daemon's process
+    (whose GIL the writer thread needs) only commits: the sockets the daemon bound, and
+    what the receiver's sessions are told. The mailboxes follow reloads (`set_mailboxes`)."""
+
+    listen: list[socket.socket]
+    hostname: str
+    max_bytes: int
+    spool_dir: str | None
+    mailboxes: frozenset[str]
+    serving: bool = False  # False until the daemon is ready (`ParsePool.serve_smtp`)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandedOver:
+    """A mail whose SMTP session a worker serves, parsed there, for the daemon to commit:
+    `parsed` is the mail (its raw bytes in the store, at raw_path) or why it could not be
+    (ParseError, OSError); `raw` is what a quarantine keeps then: the bytes, or the path of
+    the spool file (a str)."""
+
+    mail_from: str
+    recipients: list[str]
+    parsed: InboundMessage | Exception
+    raw: bytes | str = b""
+
+
+def parse_for_handover(raw: bytes | Path, mail_from: str, recipients: list[str], raw_root: str,
+                       attachment_root: str) -> HandedOver:
+    """In a worker serving SMTP: parse and store as the daemon would ask it to."""
+    try:
+        if isinstance(raw, Path):
+            msg = parse_spooled(raw, raw_root, attachment_root)
+        else:
+            msg = parse_and_store(raw, raw_root, attachment_root)
+            msg = dataclasses.replace(msg, raw_path=str(BlobStore(Path(raw_root)).path(msg.sha256)))
+    except ParseError as e:
+        return HandedOver(mail_from, recipients, e, raw if isinstance(raw, bytes) else str(raw))
+    except OSError as e:
+        return HandedOver(mail_from, recipients, e, b"" if isinstance(raw, bytes) else str(raw))
+    return HandedOver(mail_from, recipients, msg)
+
+
+def _pickled(ok: bool, value: object) -> bytes:
+    try:
+        return pickle.dumps((ok, value), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value}")), pickle.HIGHEST_PROTOCOL)
+
+
+def answer_request(kind: int, payload: bytes, raw_root: str, attachment_root: str) -> bytes:
+    """A parse request's answer, pickled: (True, the mail) or (False, the exception)."""
+    try:
+        if kind == _RAW:
+            return _pickled(True, parse_and_store(payload, raw_root, attachment_root))
+        if kind == _SPOOLED:
+            return _pickled(True, parse_spooled(Path(payload.decode()), raw_root, attachment_root))
+        return _pickled(True, os.getpid())
+    except Exception as e:  # the caller's to handle (ParseError, OSError): sent as it is
+        return _pickled(False, e)
+
+
+def _serve(sock: socket.socket, raw_root: str, attachment_root: str, smtp: SmtpInWorkers | None = None,
+           handover: socket.socket | None = None) -> None:
+    """A worker: answers requests one at a time until its socket closes (the daemon is gone);
+    with `smtp`, serves SMTP sessions as well (ingest.smtp_worker)."""
+    # Ctrl-C and SIGTERM to the process group (systemd's stop) stop the daemon, which stops us
+    # once our sessions' mail is committed; a worker that will not stop is killed by it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
+    if smtp is not None and handover is not None:
+        from maild.ingest.smtp_worker import serve_in_worker
+
+        serve_in_worker(sock, handover, raw_root, attachment_root, smtp)
+        os._exit(0)
     stream = sock.makefile("rb")
     while True:
         head = stream.read(_REQUEST.size)
@@ -99,34 +175,32 @@ def _serve(sock: socket.socket, raw_root: str, attachment_root: str) -> None:
         payload = stream.read(length)
         if len(payload) < length:
             os._exit(0)
-        answer: tuple[bool, object]
-        try:
-            if kind == _RAW:
-                answer = (True, parse_and_store(payload, raw_root, attachment_root))
-            elif kind == _SPOOLED:
-                answer = (True, parse_spooled(Path(payload.decode()), raw_root, attachment_root))
-            else:
-                answer = (True, os.getpid())
-            body = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # the caller's to handle (ParseError, OSError): sent as it is
-            try:
-                body = pickle.dumps((False, e), pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                body = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")), pickle.HIGHEST_PROTOCOL)
+        body = answer_request(kind, payload, raw_root, attachment_root)
         try:
             sock.sendall(_ANSWER.pack(request_id, len(body)) + body)
         except OSError:
             os._exit(0)
 
 
-class _Worker:
-    """One worker process and the loop's end of its socket."""
+async def read_request(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """The next request frame: id, kind, payload (IncompleteReadError when the socket ends)."""
+    request_id, kind, length = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+    return request_id, kind, await reader.readexactly(length)
 
-    def __init__(self, process: BaseProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.process = process
+
+def answer_frame(request_id: int, body: bytes) -> bytes:
+    return _ANSWER.pack(request_id, len(body)) + body
+
+
+class Channel:
+    """One end of a socket pair that sends requests and matches the answers to them by id;
+    `name` says whose end, for WorkerDied."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str):
+        self.name = name
         self.writer = writer
         self.pending: dict[int, asyncio.Future[object]] = {}
-        self.reading = asyncio.create_task(self._read_answers(reader), name=f"parse-worker-{process.pid}")
+        self.reading = asyncio.create_task(self._read_answers(reader), name=name)
 
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -145,7 +219,7 @@ class _Worker:
             self.writer.close()
             for fut in self.pending.values():
                 if not fut.done():
-                    fut.set_exception(WorkerDied(f"parse worker {self.process.pid} ended"))
+                    fut.set_exception(WorkerDied(f"{self.name} ended"))
             self.pending.clear()
 
     @property
@@ -155,12 +229,55 @@ class _Worker:
     def ask(self, request_id: int, kind: int, payload: bytes) -> asyncio.Future[object]:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if not self.alive:
-            fut.set_exception(WorkerDied(f"parse worker {self.process.pid} ended"))
+            fut.set_exception(WorkerDied(f"{self.name} ended"))
             return fut
         self.pending[request_id] = fut
         self.writer.write(_REQUEST.pack(request_id, kind, len(payload)))
         self.writer.write(payload)
         return fut
+
+
+# What the daemon does with a mail a worker handed over: the reply to its DATA.
+HandOver = Callable[[HandedOver], Awaitable[str]]
+
+
+class _Worker(Channel):
+    """One worker process and the loop's end of its socket (and of its hand-over socket, when
+    it serves SMTP: `serving`, the task answering what it hands over)."""
+
+    def __init__(self, process: BaseProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        super().__init__(reader, writer, f"parse worker {process.pid}")
+        self.process = process
+        self.serving: asyncio.Task[None] | None = None
+
+
+async def _serve_handovers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           handover: HandOver) -> None:
+    """The daemon's end of a worker's hand-over socket: each mail committed as it comes, the
+    reply to its DATA sent back."""
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(request_id: int, handed: HandedOver) -> None:
+        try:
+            body = _pickled(True, await handover(handed))
+        except Exception as e:  # the worker answers 451: the sender retries, nothing is lost
+            log.error("handed-over mail failed", error=f"{type(e).__name__}: {e}")
+            body = _pickled(False, e)
+        if not writer.is_closing():
+            writer.write(answer_frame(request_id, body))
+
+    try:
+        while True:
+            request_id, _, payload = await read_request(reader)
+            task = asyncio.create_task(answer(request_id, pickle.loads(payload)))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        if answering:
+            await asyncio.gather(*answering, return_exceptions=True)
+        writer.close()
 
 
 class Parsing:
@@ -175,16 +292,26 @@ class Parsing:
 
 
 class ParsePool:
-    """Worker processes serving the event loop it was started on (`start`)."""
+    """Worker processes serving the event loop it was started on (`start`). With `smtp` they
+    serve the SMTP sessions too, and hand each parsed mail to `handover`; if none can be
+    started, `serve_here` is called once with the sockets, for the daemon to serve them."""
 
-    def __init__(self, processes: int, raw_root: Path, attachment_root: Path):
+    def __init__(self, processes: int, raw_root: Path, attachment_root: Path, *,
+                 smtp: SmtpInWorkers | None = None, handover: HandOver | None = None,
+                 serve_here: Callable[[list[socket.socket]], Awaitable[None]] | None = None):
         self.processes = processes
         self.roots = (str(raw_root), str(attachment_root))
+        self.smtp = smtp
+        self.handover = handover
+        self.serve_here = serve_here
         self._workers: list[_Worker] = []
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._replacing: set[asyncio.Task[None]] = set()
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([__name__])  # workers fork with mail-parser imported
+        # workers fork with mail-parser (and, serving SMTP, aiosmtpd) imported
+        self._context.set_forkserver_preload([__name__] + (["maild.ingest.smtp_worker"] if smtp else []))
 
     async def start(self) -> None:
         """Starts the workers and waits until each answers, so that the first mail need not."""
@@ -193,16 +320,48 @@ class ParsePool:
 
     async def _new_worker(self) -> _Worker:
         ours, theirs = socket.socketpair()
-        process = self._context.Process(target=_serve, args=(theirs, *self.roots), daemon=True,
-                                        name="maild-parse")
+        handover = socket.socketpair() if self.smtp is not None else None
+        args = (theirs, *self.roots) + ((self.smtp, handover[1]) if handover else ())
+        process = self._context.Process(target=_serve, args=args, daemon=True, name="maild-parse")
         try:
             await asyncio.to_thread(process.start)  # the forkserver starts first: not on the loop
         finally:
             theirs.close()
+            if handover:
+                handover[1].close()
         reader, writer = await asyncio.open_connection(sock=ours)
         worker = _Worker(process, reader, writer)
+        if handover:
+            assert self.handover is not None
+            reader, writer = await asyncio.open_connection(sock=handover[0])
+            worker.serving = asyncio.create_task(_serve_handovers(reader, writer, self.handover),
+                                                 name=f"handovers-{process.pid}")
         await worker.ask(next(self._ids), _PING, b"")
+        worker.reading.add_done_callback(lambda _: self._ended(worker))
         return worker
+
+    def _ended(self, worker: _Worker) -> None:
+        """A worker's socket ended: unless the pool is closing, a new worker takes its place
+        now rather than at the next parse, since one that served SMTP may get none."""
+        if not self._closing and worker in self._workers:
+            task = asyncio.get_running_loop().create_task(self._replace(worker))
+            self._replacing.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._replacing.discard)
+
+    async def serve_smtp(self) -> None:
+        """The daemon is ready: the workers start accepting (and any started later, at once)."""
+        assert self.smtp is not None
+        self.smtp = dataclasses.replace(self.smtp, serving=True)
+        await asyncio.gather(*(w.ask(next(self._ids), _SERVE, b"") for w in self._workers), return_exceptions=True)
+
+    def set_mailboxes(self, addresses: frozenset[str]) -> None:
+        """A reload's mailboxes, for the RCPT checks of workers serving SMTP (and later ones)."""
+        if self.smtp is None:
+            return
+        self.smtp = dataclasses.replace(self.smtp, mailboxes=addresses)
+        payload = "\n".join(sorted(addresses)).encode()
+        for w in self._workers:
+            w.ask(next(self._ids), _MAILBOXES, payload).add_done_callback(lambda f: f.exception())
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -239,6 +398,10 @@ class ParsePool:
             self._workers.append(await self._new_worker())
         except (OSError, WorkerDied) as e:
             log.error("parse worker could not be started", error=str(e))
+            if not self._workers and self.smtp is not None and self.serve_here is not None:
+                serve_here, self.serve_here = self.serve_here, None
+                log.error("no parse worker left: the daemon serves SMTP itself")
+                await serve_here(self.smtp.listen)
 
     def submit(self, raw: bytes) -> Parsing:
         """parse_and_store in a worker, for a thread other than the loop's; waited for by
@@ -249,9 +412,15 @@ class ParsePool:
             return await self._run(_RAW, raw, parse_and_store, raw)
         return Parsing(raw, asyncio.run_coroutine_threadsafe(parse(), self._loop))
 
-    async def close(self) -> None:
-        """Closing a worker's socket ends it once its current mail is done."""
+    async def close(self, timeout: float = 30) -> None:
+        """Workers serving SMTP stop accepting and finish their sessions (up to `timeout`),
+        their mail committed meanwhile; then closing a worker's socket ends it once its
+        current mail is done."""
+        self._closing = True
         workers, self._workers = self._workers, []
+        if self.smtp is not None:
+            stops = [w.ask(next(self._ids), _STOP, str(timeout).encode()) for w in workers]
+            await asyncio.gather(*stops, return_exceptions=True)
         for w in workers:
             w.writer.close()
         for w in workers:
@@ -259,4 +428,4 @@ class ParsePool:
             if w.process.is_alive():
                 w.process.kill()
                 await asyncio.to_thread(w.process.join, 5)
-            await asyncio.gather(w.reading, return_exceptions=True)
+            await asyncio.gather(w.reading, *([w.serving] if w.serving else []), return_exceptions=True)

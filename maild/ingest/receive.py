@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from maild.ingest.delivery import Delivery, Outcome
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
-from maild.ingest.parse_pool import ParsePool, Parsing, parse_spooled
+from maild.ingest.parse_pool import HandedOver, ParsePool, Parsing, parse_spooled
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
@@ -91,25 +91,42 @@ class Receiver:
                       via: str) -> ReceiveResult:
         """The SMTP path: parsing (in the parse pool, or a thread) and waiting happen off the
         event loop."""
-        def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
-            return deliveries_for(rt, recipients, mail_from, via)
-
         if self.parser is None and isinstance(raw, bytes):
+            def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
+                return deliveries_for(rt, recipients, mail_from, via)
+
             return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
                                            recipients=recipients)
         try:
-            msg = await self._parse_off_loop(raw)
-        except ParseError as e:
-            reason = f"unparseable: {e}"
+            parsed: InboundMessage | Exception = await self._parse_off_loop(raw)
+        except (ParseError, OSError) as e:
+            parsed = e
+        return await self.receive_parsed(raw, parsed, mail_from=mail_from, recipients=recipients, via=via)
+
+    async def receive_parsed(self, raw: bytes | Path, parsed: InboundMessage | Exception, *, mail_from: str | None,
+                             recipients: list[str], via: str) -> ReceiveResult:
+        """What follows the parse, wherever it ran (here, or in the worker that served the
+        SMTP session): commit, or quarantine (ParseError), or nothing kept (OSError)."""
+        def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
+            return deliveries_for(rt, recipients, mail_from, via)
+
+        if isinstance(parsed, ParseError):
+            reason = f"unparseable: {parsed}"
             return await asyncio.to_thread(self._quarantine_now, raw, reason, mail_from, recipients)
-        except OSError as e:  # the blobs could not be written: nothing is kept, retry later
-            log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
+        if isinstance(parsed, Exception):  # the blobs could not be written: nothing is kept, retry later
+            log.error("message not stored, sender must retry", error=f"{type(parsed).__name__}: {parsed}", via=via)
             if isinstance(raw, Path):
                 raw.unlink(missing_ok=True)
             return ReceiveResult(stored=False, outcomes=[])
-        kept: bytes | Path = Path(msg.raw_path) if msg.raw_path else raw
-        return await self.hand_over(kept, msg, plan, via=via, mail_from=mail_from,
+        kept: bytes | Path = Path(parsed.raw_path) if parsed.raw_path else raw
+        return await self.hand_over(kept, parsed, plan, via=via, mail_from=mail_from,
                                     recipients=recipients).finish_on_loop()
+
+    async def receive_handed_over(self, handed: HandedOver) -> ReceiveResult:
+        """A mail whose SMTP session a parse worker served and which it parsed."""
+        raw: bytes | Path = Path(handed.raw) if isinstance(handed.raw, str) else handed.raw
+        return await self.receive_parsed(raw, handed.parsed, mail_from=handed.mail_from, recipients=handed.recipients,
+                                         via="smtp")
 
     async def _parse_off_loop(self, raw: bytes | Path) -> InboundMessage:
         rt = self.runtime

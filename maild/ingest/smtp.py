@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
-from maild.ingest.receive import Receiver
 from maild.ingest.smtp_data import read_data
 from maild.threading.tokens import split_plus_address
+
+if TYPE_CHECKING:  # a parse worker serving SMTP imports this module, and needs none of the pipeline
+    from maild.ingest.receive import Receiver, ReceiveResult
 
 log = structlog.get_logger("maild.smtp")
 
@@ -76,14 +80,23 @@ class MaildSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
 
+# What becomes of a mail whose DATA is complete: its raw bytes (or spool file), MAIL FROM and
+# the accepted recipients in; the final reply out.
+Deliver = Callable[[bytes | Path, str, list[str]], Awaitable[str]]
+
+
 class MaildHandler:
-    def __init__(self, receiver: Receiver):
-        self.receiver = receiver
+    """RCPT and DATA, wherever the session runs: in the daemon (`deliver` is the Receiver's)
+    or in a parse worker (`deliver` parses there and hands the mail to the daemon)."""
+
+    def __init__(self, is_ours: Callable[[str], bool], deliver: Deliver):
+        self.is_ours = is_ours
+        self.deliver = deliver
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         base, _ = split_plus_address(address)
-        if self.receiver.runtime.config.mailbox(base) is None:
+        if not self.is_ours(base):
             log.info("recipient refused", rcpt=address, peer=str(session.peer))
             return NOT_OURS.format(address)
         envelope.rcpt_tos.append(address)
@@ -92,11 +105,19 @@ class MaildHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw: bytes | Path = getattr(envelope, "spooled", None) or envelope.original_content or b""
         mail_from = envelope.mail_from
-        result = await self.receiver.receive(raw, mail_from=mail_from if mail_from != "<>" else "",
-                                             recipients=list(envelope.rcpt_tos), via="smtp")
-        if result.stored:
-            return f"250 2.0.0 OK {result.summary}"
-        return TRY_LATER
+        return await self.deliver(raw, mail_from if mail_from != "<>" else "", list(envelope.rcpt_tos))
+
+
+def smtp_reply(result: ReceiveResult) -> str:
+    """The reply to DATA: 250 only for a mail that is stored (committed or quarantined)."""
+    return f"250 2.0.0 OK {result.summary}" if result.stored else TRY_LATER
+
+
+def receiver_handler(receiver: Receiver) -> MaildHandler:
+    """Sessions served by the daemon itself: the mail is parsed and committed from here."""
+    async def deliver(raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
+        return smtp_reply(await receiver.receive(raw, mail_from=mail_from, recipients=recipients, via="smtp"))
+    return MaildHandler(lambda base: receiver.runtime.config.mailbox(base) is not None, deliver)
 
 
 def clear_spool(spool_dir: Path) -> None:
@@ -109,17 +130,38 @@ def clear_spool(spool_dir: Path) -> None:
         log.info("unacknowledged spool files removed", count=len(left), folder=str(spool_dir))
 
 
-async def start_smtp_servers(receiver: Receiver, listen: list[str], hostname: str,
-                             max_bytes: int, spool_dir: Path | None = None) -> list[asyncio.AbstractServer]:
-    loop = asyncio.get_running_loop()
-    handler = MaildHandler(receiver)
+def bind_smtp_sockets(listen: list[str]) -> list[socket.socket]:
+    """The listening sockets, bound once by the daemon (every address a host name resolves to,
+    as asyncio's create_server binds): its parse workers accept on them, and a worker that
+    dies leaves them open for the next."""
+    socks: list[socket.socket] = []
+    try:
+        for spec in listen:
+            host, _, port = spec.rpartition(":")
+            infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)  # listening starts with the first server on it, when maild is ready
+                sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
-    def factory() -> Any:
+
+async def start_smtp_servers(handler: MaildHandler, socks: list[socket.socket], hostname: str,
+                             max_bytes: int, spool_dir: Path | None = None,
+                             start_serving: bool = True) -> list[asyncio.Server]:
+    loop = asyncio.get_running_loop()
+
+    def factory() -> MaildSMTP:
         return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
                          enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir)
-
-    servers = []
-    for spec in listen:
-        host, _, port = spec.rpartition(":")
-        servers.append(await loop.create_server(factory, host=host.strip("[]"), port=int(port)))
-    return servers
+    return [await loop.create_server(factory, sock=sock, start_serving=start_serving)
+            for sock in socks]

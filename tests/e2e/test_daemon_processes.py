@@ -3,8 +3,11 @@ by kill -9, and mail goes through them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import smtplib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +20,15 @@ from tests.support.sink import Sink
 
 
 def descendants(pid: int) -> list[int]:
+    """Children of every thread of `pid` (the forkserver is started from a worker thread, and
+    /proc lists a child under the thread that forked it), and theirs."""
     out: list[int] = []
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
+    children: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
     for child in map(int, children):
         out += [child, *descendants(child)]
     return out
@@ -75,3 +82,63 @@ def test_kill_9_of_the_daemon_leaves_no_worker(desk: Daemon) -> None:
     while alive(workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert alive(workers) == []
+
+
+def _server_side_pid(desk: Daemon, client: socket.socket) -> int:
+    """The process of maild's tree that holds the server end of `client`'s connection."""
+    local_port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == desk.smtp_port and int(remote.split(":")[1], 16) == local_port:
+            inodes.add(fields[9])
+    assert desk.proc is not None
+    for pid in [desk.proc.pid, *descendants(desk.proc.pid)]:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").rstrip("]") in inodes:
+                    return pid
+    raise AssertionError("no process of maild's holds the connection")
+
+
+def test_smtp_sessions_are_served_by_the_workers_and_one_killed_loses_no_mail(desk: Daemon) -> None:
+    """The workers, not the daemon's process (whose GIL the writer needs), serve SMTP. A worker
+    killed in the middle of a session costs that session only: no 250 was given, the sender
+    sends again, the mail is stored once, and a new worker takes the dead one's place."""
+    assert desk.proc is not None
+    before = workers_of(desk)
+    raw = mail("jane@acme.test", "support@example.com", "Printer", "It jams.")
+    client = smtplib.SMTP("127.0.0.1", desk.smtp_port, timeout=30)
+    client.ehlo()
+    client.mail("jane@acme.test")
+    serving = _server_side_pid(desk, client.sock)
+    assert serving != desk.proc.pid and serving in before
+    os.kill(serving, signal.SIGKILL)
+    with pytest.raises(smtplib.SMTPException):
+        client.rcpt("support@example.com")
+        client.data(raw)
+    client.close()
+    desk.send(raw, "jane@acme.test", ["support@example.com"])  # the sender's retry
+    assert [c["subject"] for c in desk.cases()] == ["Printer"]
+    deadline = time.monotonic() + 10
+    while len(alive(workers_of(desk))) < len(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(alive(workers_of(desk))) == len(before) and serving not in workers_of(desk)
+
+
+def test_a_mailbox_added_by_reload_is_accepted_by_the_workers(desk: Daemon) -> None:
+    assert desk.proc is not None and desk.config is not None
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        desk.send(mail("jane@acme.test", "sales@example.com", "Quote", "How much?"), "jane@acme.test",
+                  ["sales@example.com"])
+    sales = '\n[[mailboxes]]\naddress = "sales@example.com"\nteam = "support"\n'
+    desk.config.write_text(desk.config.read_text() + sales)
+    desk.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reloaded" not in desk.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(4):  # a session per try: each worker has to know it, whichever accepts
+        desk.send(mail("jane@acme.test", "sales@example.com", "Quote", "How much?"), "jane@acme.test",
+                  ["sales@example.com"])
+    assert {c["subject"] for c in desk.cases()} == {"Quote"}
