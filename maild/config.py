@@ -45,7 +45,7 @@ class ServerConfig:
 class SmtpConfig:
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:2525"])
     max_message_bytes: int = 26_214_400
-    parse_processes: int | None = None  # None: one per core, at most 4; 0: parse in the daemon's threads
+    parse_processes: int | None = None  # serve SMTP and parse; None: one per core, at most 4; 0: in the daemon
 
 
 @dataclass(frozen=True)
