@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from maild.config import Config, ConfigError, load_config
+from maild.config import ConfigError, load_config
 from maild.ingest.imap import ImapPoller
 from maild.ingest.parse_pool import HandedOver, ParsePool, SmtpInWorkers, default_processes
 from maild.ingest.receive import Receiver
@@ -27,10 +27,6 @@ from maild.runtime import Runtime, build_runtime
 from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
 
 log = structlog.get_logger("maild.daemon")
-
-
-def mailbox_addresses(cfg: Config) -> frozenset[str]:
-    return frozenset(m.address.lower() for m in cfg.mailboxes)
 
 
 def sd_notify(state: str) -> None:
@@ -123,7 +119,7 @@ async def serve(config_path: str | None) -> None:
 
     if processes > 0:  # the workers serve SMTP, parse, and hand the mail to this process to commit
         smtp = SmtpInWorkers(listening, cfg.server.hostname, cfg.smtp.max_message_bytes, str(spool),
-                             mailbox_addresses(cfg))
+                             rt.mailbox_addresses)
 
         async def handover(handed: HandedOver) -> str:
             return smtp_reply(await receiver.receive_handed_over(handed))
@@ -151,7 +147,7 @@ async def serve(config_path: str | None) -> None:
             report_template_problems(new_rt)
             receiver.swap_runtime(new_rt)
             if receiver.parser is not None:
-                receiver.parser.set_mailboxes(mailbox_addresses(new_cfg))
+                receiver.parser.set_mailboxes(new_rt.mailbox_addresses)
         except ConfigError as e:
             log.error("reload refused, running config kept", problems=e.problems)
             return

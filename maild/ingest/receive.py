@@ -77,6 +77,13 @@ def deliveries_for(rt: Runtime, recipients: list[str], mail_from: str | None,
                      envelope_sender=mail_from, via=via) for base, rcpts in by_mailbox.items()]
 
 
+def _envelope_plan(recipients: list[str], mail_from: str | None, via: str) -> DeliveryPlan:
+    """The SMTP envelope decides the deliveries, whatever the headers say."""
+    def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
+        return deliveries_for(rt, recipients, mail_from, via)
+    return plan
+
+
 class Receiver:
     def __init__(self, runtime: Runtime, writer: IngestWriter, parser: ParsePool | None = None):
         self.runtime = runtime
@@ -92,11 +99,8 @@ class Receiver:
         """The SMTP path: parsing (in the parse pool, or a thread) and waiting happen off the
         event loop."""
         if self.parser is None and isinstance(raw, bytes):
-            def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
-                return deliveries_for(rt, recipients, mail_from, via)
-
-            return await asyncio.to_thread(self.receive_blocking, raw, plan, via=via, mail_from=mail_from,
-                                           recipients=recipients)
+            return await asyncio.to_thread(self.receive_blocking, raw, _envelope_plan(recipients, mail_from, via),
+                                           via=via, mail_from=mail_from, recipients=recipients)
         try:
             parsed: InboundMessage | Exception = await self._parse_off_loop(raw)
         except (ParseError, OSError) as e:
@@ -107,9 +111,6 @@ class Receiver:
                              recipients: list[str], via: str) -> ReceiveResult:
         """What follows the parse, wherever it ran (here, or in the worker that served the
         SMTP session): commit, or quarantine (ParseError), or nothing kept (OSError)."""
-        def plan(msg: InboundMessage, rt: Runtime) -> list[Delivery]:
-            return deliveries_for(rt, recipients, mail_from, via)
-
         if isinstance(parsed, ParseError):
             reason = f"unparseable: {parsed}"
             return await asyncio.to_thread(self._quarantine_now, raw, reason, mail_from, recipients)
@@ -119,8 +120,8 @@ class Receiver:
                 raw.unlink(missing_ok=True)
             return ReceiveResult(stored=False, outcomes=[])
         kept: bytes | Path = Path(parsed.raw_path) if parsed.raw_path else raw
-        return await self.hand_over(kept, parsed, plan, via=via, mail_from=mail_from,
-                                    recipients=recipients).finish_on_loop()
+        return await self.hand_over(kept, parsed, _envelope_plan(recipients, mail_from, via), via=via,
+                                    mail_from=mail_from, recipients=recipients).finish_on_loop()
 
     async def receive_handed_over(self, handed: HandedOver) -> ReceiveResult:
         """A mail whose SMTP session a parse worker served and which it parsed."""
