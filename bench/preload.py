@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 
 from maild.store.db import make_engine, upgrade_database
-from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain
+from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, RawMessage
 
 CHUNK = 5_000
 MESSAGES_PER_CASE = 3
@@ -39,7 +39,7 @@ def preload_database(url: str, cases: int) -> dict[str, int]:
                  "created_at": start, "last_mail_at": start}
                 for i in range(lo, min(lo + CHUNK, contacts))])
         for lo in range(0, cases, CHUNK):
-            rows, messages = [], []
+            rows, messages, raws = [], [], []
             for n in range(lo, min(lo + CHUNK, cases)):
                 at = start + timedelta(minutes=n)
                 rows.append({
@@ -49,13 +49,16 @@ def preload_database(url: str, cases: int) -> dict[str, int]:
                     "fields": {}, "sla_events_sent": [], "sla_remaining": {}, "created_at": at, "updated_at": at})
                 for k in range(MESSAGES_PER_CASE):
                     mid = f"old-{n}-{k}@old.test"
+                    sha = hashlib.sha256(mid.encode()).hexdigest()
+                    raws.append({"sha256": sha, "data": (mid.encode() + b" ") * (4000 // (len(mid) + 1))})
                     messages.append({
                         "case_number": n + 1, "mailbox": "support@example.com", "message_id": mid, "dedup_key": mid,
-                        "sha256": hashlib.sha256(mid.encode()).hexdigest(), "size": 4000,
+                        "sha256": sha, "size": 4000,
                         "from_address": f"person{n % contacts}@old.test", "subject": f"Old case {n}",
                         "classification": "normal", "matched_by": "new" if k == 0 else "references",
                         "received_at": at + timedelta(seconds=k)})
             conn.execute(insert(Case), rows)
             conn.execute(insert(Message), messages)
+            conn.execute(insert(RawMessage), raws)  # their bytes, as maild keeps a small mail's
     engine.dispose()
     return {"organizations": orgs, "contacts": contacts, "cases": cases, "messages": cases * MESSAGES_PER_CASE}

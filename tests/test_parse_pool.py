@@ -18,7 +18,7 @@ import pytest
 
 from maild.ingest.parse import ParseError, parse_message
 from maild.ingest.parse_pool import WORKER_NICENESS, HandedOver, ParsePool, SmtpInWorkers
-from maild.store.blobs import BlobStore
+from maild.store.blobs import RAW_IN_DATABASE_MAX, BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
 EML = Path(__file__).parent / "eml"
@@ -66,10 +66,21 @@ def test_worker_parses_as_in_place_and_stores_the_blobs(pool: ParsePool, tmp_pat
     raw = crlf("attachments-non-ascii-names.eml")
     msg = on(loop, pool.parse(raw))
     assert_same_mail(parse_message(raw), dataclasses.replace(msg, raw=b""), BlobStore(tmp_path / "attachments"))
-    assert msg.raw == raw and msg.attachments
-    assert BlobStore(tmp_path / "raw").get(msg.sha256) == raw
+    assert msg.raw == raw and msg.attachments and msg.raw_path is None  # the commit keeps a small mail's bytes
+    assert not (tmp_path / "raw").exists()
     for a in msg.attachments:
         assert a.data is None or BlobStore(tmp_path / "attachments").get(a.sha256) == a.data
+
+
+def test_worker_puts_a_large_mails_bytes_into_the_raw_store(pool: ParsePool, tmp_path: Path,
+                                                             loop: asyncio.AbstractEventLoop) -> None:
+    log = "\r\n".join(f"2026-11-20 10:{i // 60:02d}:{i % 60:02d} ERROR spooler: paper jam" for i in range(1800))
+    raw = ("From: Jane <jane@acme.test>\r\nTo: support@example.com\r\nSubject: Spooler log\r\n"
+           "Message-ID: <log@acme.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + log + "\r\n").encode()
+    assert len(raw) > RAW_IN_DATABASE_MAX
+    msg = on(loop, pool.parse(raw))
+    assert msg.raw_path == str(BlobStore(tmp_path / "raw").path(msg.sha256))
+    assert Path(msg.raw_path).read_bytes() == raw
 
 
 def test_unreadable_mail_raises_parse_error_and_stores_nothing(pool: ParsePool, tmp_path: Path,

@@ -17,9 +17,11 @@ from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
+from maild.store.blobs import RAW_IN_DATABASE_MAX
 from maild.store.db import MIGRATIONS_DIR, SCHEMA_HEAD, schema_is_current
-from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, Post
+from maild.store.models import Base, Case, Contact, Message, Organization, OrganizationDomain, Post, RawMessage
 from maild.store.outbox import claim_due, enqueue_mail, mark_failed
+from maild.store.raw_messages import raw_message
 from maild.store.rows import read
 from maild.threading.tokens import make_token, reply_address
 from tests.conftest import load_eml
@@ -34,6 +36,14 @@ def desk(engine: Engine, tmp_path: Path) -> Desk:
 
 def test_schema_is_at_head(engine: Engine) -> None:
     assert schema_is_current(engine)
+
+
+def test_the_migrations_build_the_schema_the_models_describe(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:  # a change to the models needs a migration of its own
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_the_schema_check_knows_the_newest_migration(engine: Engine) -> None:
@@ -66,10 +76,25 @@ def test_new_mail_makes_case_contact_organization_and_acknowledgement(desk: Desk
 
 
 def test_raw_message_is_kept_by_content_hash(desk: Desk) -> None:
-    raw = mail("jane@acme.test", "Raw", msgid="raw@acme.test")
-    desk.ingest(raw)
-    stored = desk.q(lambda s: s.scalars(select(Message)).one())
-    assert desk.rt.raw_store.get(stored.sha256) == raw
+    """A small mail's bytes go into the database with the mail, a large one's into a file."""
+    small = mail("jane@acme.test", "Raw", msgid="raw@acme.test")
+    large = mail("jane@acme.test", "Log file", "\r\n".join(["2026-11-20 10:00:00 ERROR spooler: paper jam"] * 2000),
+                 msgid="large@acme.test")
+    assert len(small) < RAW_IN_DATABASE_MAX < len(large)
+    desk.ingest(small)
+    desk.ingest(large)
+    shas = desk.q(lambda s: list(s.scalars(select(Message.sha256).order_by(Message.id))))
+    assert desk.q(lambda s: [raw_message(s, desk.rt.raw_store, sha) for sha in shas]) == [small, large]
+    assert not desk.rt.raw_store.path(shas[0]).exists()
+    assert desk.rt.raw_store.path(shas[1]).read_bytes() == large
+
+
+def test_the_same_bytes_to_another_mailbox_are_kept_once(desk: Desk) -> None:
+    raw = mail("jane@acme.test", "To both", msgid="both@acme.test", to="support@example.com, billing@example.com")
+    first = desk.ingest(raw, ("support@example.com",))
+    second = desk.ingest(raw, ("billing@example.com",))
+    assert first.action == second.action == "created" and first.case_number != second.case_number
+    assert desk.q(lambda s: s.scalar(select(func.count()).select_from(RawMessage))) == 1
 
 
 def test_free_mail_sender_gets_no_organization(desk: Desk) -> None:
@@ -446,3 +471,32 @@ def test_writer_reports_storage_failure_and_keeps_nothing_of_that_mail(desk: Des
     jane = select(func.count(Contact.id)).where(Contact.email == "jane@acme.test")
     assert desk.q(lambda s: s.scalar(jane)) == 0
     assert desk.q(lambda s: s.scalar(select(func.count(Post.id)))) == 2
+
+
+def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker serving SMTP sends a small mail's bytes inside the parsed mail, and nothing
+    else: if the pipeline then fails on it, the quarantine must still get those bytes."""
+    import asyncio
+
+    from maild.ingest import receive
+    from maild.ingest.parse_pool import HandedOver, parse_and_store
+
+    raw = mail("eve@acme.test", "Odd one", msgid="odd@acme.test")
+    parsed = parse_and_store(raw, str(desk.rt.raw_store.root), str(desk.rt.attachment_store.root))
+    assert parsed.raw == raw and parsed.raw_path is None
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("a bug on this mail")
+    monkeypatch.setattr(receive, "ingest_message", bug)
+    writer = IngestWriter(desk.sessions)
+    writer.start()
+    try:
+        result = asyncio.run(receive.Receiver(desk.rt, writer).receive_handed_over(
+            HandedOver("eve@acme.test", ["support@example.com"], parsed)))
+    finally:
+        writer.stop()
+    assert result.stored and result.quarantined is not None
+    assert Path(result.quarantined).read_bytes() == raw
+    note = Path(result.quarantined).with_suffix(".json").read_text()
+    assert "processing failed: RuntimeError: a bug on this mail" in note

@@ -1,10 +1,10 @@
 """Parsing in worker processes, so that it runs beside the writer instead of under its GIL.
 
-A worker parses the raw bytes and writes the raw message and its attachments to the blob
-stores (fsync included) before the mail reaches the writer thread; the pipeline's own
-`put` then finds the files there. Only the parsed mail travels back, without the raw bytes,
-which the caller still holds. A worker that dies takes no mail with it: the caller hears of
-it and the mail is parsed in a thread instead, while a new worker starts.
+A worker parses the raw bytes and writes the attachments (and a large mail's raw bytes) to
+the blob stores, fsync included, before the mail reaches the writer thread, whose commit
+keeps a small mail's raw bytes (store.raw_messages). Only the parsed mail travels back. A
+worker that dies takes no mail with it: the caller hears of it and the mail is parsed in a
+thread instead, while a new worker starts.
 
 Each worker talks to the event loop over its own socket pair: the loop writes a request
 (a length-prefixed frame: the raw bytes, or a spool file's path) and a reader task of the
@@ -37,7 +37,7 @@ from pathlib import Path
 import structlog
 
 from maild.ingest.parse import InboundMessage, ParseError, parse_stored
-from maild.store.blobs import BlobStore
+from maild.store.blobs import BlobStore, kept_in_database
 
 log = structlog.get_logger("maild.parse")
 
@@ -56,11 +56,16 @@ def default_processes() -> int:
 
 
 def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundMessage:
-    """In a worker: parse (ParseError propagates), keep the blobs, return the mail without raw."""
+    """In a worker: parse (ParseError propagates) and keep the attachments. A small mail comes
+    back with its raw bytes, for the commit to keep (store.raw_messages); a larger one's are
+    put into the raw store here, and it comes back with their path instead."""
     msg = parse_stored(raw, BlobStore(Path(attachment_root)))
-    BlobStore(Path(raw_root)).put(raw, msg.sha256)
     _store_attachments(msg, attachment_root)
-    return msg
+    if kept_in_database(len(raw)):
+        return dataclasses.replace(msg, raw=raw)
+    raw_store = BlobStore(Path(raw_root))
+    raw_store.put(raw, msg.sha256)
+    return dataclasses.replace(msg, raw_path=str(raw_store.path(msg.sha256)))
 
 
 def parse_spooled(spool: Path, raw_root: str, attachment_root: str) -> InboundMessage:
@@ -125,7 +130,6 @@ def parse_for_handover(raw: bytes | Path, mail_from: str, recipients: list[str],
             msg = parse_spooled(raw, raw_root, attachment_root)
         else:
             msg = parse_and_store(raw, raw_root, attachment_root)
-            msg = dataclasses.replace(msg, raw_path=str(BlobStore(Path(raw_root)).path(msg.sha256)))
     except ParseError as e:
         return HandedOver(mail_from, recipients, e, raw if isinstance(raw, bytes) else str(raw))
     except OSError as e:

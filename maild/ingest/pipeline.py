@@ -48,6 +48,7 @@ from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
+from maild.store.raw_messages import keep_raw
 from maild.store.rows import insert_persistent, insert_row, insert_rows, read
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, match_case
@@ -103,8 +104,8 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
 
     now = rt.clock()
     classification = classify(msg, delivery.envelope_sender, rt.mailbox_addresses, cfg.server.hostname)
-    if msg.raw_path is None:  # a large mail's raw bytes were moved into the store while spooled
-        rt.raw_store.put(msg.raw, msg.sha256)
+    if msg.raw_path is None:  # else a parse worker has put them into the raw store already
+        keep_raw(session, rt.raw_store, msg.sha256, msg.raw)
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:2000], classification=classification.kind, received_at=now)

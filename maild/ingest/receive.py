@@ -119,7 +119,9 @@ class Receiver:
             if isinstance(raw, Path):
                 raw.unlink(missing_ok=True)
             return ReceiveResult(stored=False, outcomes=[])
-        kept: bytes | Path = Path(parsed.raw_path) if parsed.raw_path else raw
+        # what a quarantine keeps if processing fails: a worker serving SMTP sends a small
+        # mail's bytes inside the parsed mail, a larger one's path
+        kept: bytes | Path = Path(parsed.raw_path) if parsed.raw_path else parsed.raw or raw
         return await self.hand_over(kept, parsed, _envelope_plan(recipients, mail_from, via), via=via,
                                     mail_from=mail_from, recipients=recipients).finish_on_loop()
 

@@ -15,6 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+# A mail's raw bytes up to this size are kept in the database (store.raw_messages), larger
+# ones here; a constant of this module so that parse workers decide without SQLAlchemy.
+RAW_IN_DATABASE_MAX = 64 * 1024
+
+
+def kept_in_database(raw_size: int) -> bool:
+    return raw_size <= RAW_IN_DATABASE_MAX
+
 
 def _write_durably(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Writes via a temp file, fsync and rename, so a reader never sees half a file."""

@@ -15,6 +15,8 @@ see them immediately, with no autoflush needed. Never commits.
   flushed as UPDATEs. A rolled-back SAVEPOINT does not take it out of the session as it
   does a pending object: the writer empties the session after a failed job.
 - `update_row`: a column change of a loaded object, written now and not left dirty.
+- `insert_unless_present`: a write-only row keyed by its content (raw mails), written now
+  unless the database has it.
 - `insert_later`: a write-only row nothing of the transaction reads back but through `read`
   (outbox mail), gathered and written with the others in one executemany by `write_later`:
   before any `read`, at the end of each writer job, and before a commit.
@@ -36,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, Insert, Select, Table, Update, bindparam, event, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
@@ -209,6 +212,21 @@ def update_row(session: Session, obj: Base, **values: Any) -> None:
     for key, value in values.items():
         set_committed_value(obj, key, value)
 
+
+
+_UNLESS_PRESENT: dict[tuple[Table, str], Insert] = {}
+
+
+def insert_unless_present(session: Session, table: Table, row: dict[str, Any]) -> None:
+    """INSERTs `row` now unless its primary key is there already (content-addressed rows:
+    the same bytes come again for another mailbox)."""
+    conn = _connection(session)
+    key = (table, conn.dialect.name)
+    statement = _UNLESS_PRESENT.get(key)
+    if statement is None:
+        dialect_insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[conn.dialect.name]
+        statement = _UNLESS_PRESENT[key] = dialect_insert(table).on_conflict_do_nothing()
+    _run(session, statement, [row])
 
 _LATER = "maild.rows_later"
 

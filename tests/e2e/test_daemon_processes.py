@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from maild.store.blobs import BlobStore
+from maild.store.db import make_engine
+from maild.store.models import Message
+from maild.store.raw_messages import raw_message
 from tests.e2e.test_spine import mail
 from tests.support.daemon import Daemon
 from tests.support.sink import Sink
@@ -72,6 +78,23 @@ def test_mail_is_parsed_by_workers_that_end_with_a_clean_stop(desk: Daemon) -> N
     assert time.monotonic() - t0 < 10
     assert alive(workers) == []
 
+
+
+def test_mail_from_a_worker_served_session_is_kept_byte_for_byte(desk: Daemon, tmp_path: Path) -> None:
+    """A worker hands a small mail's bytes over with the parsed mail and the daemon's commit
+    keeps them (no file of its own); a large one's are a file of the raw store."""
+    small = mail("jane@acme.test", "support@example.com", "Printer", "It jams.")
+    large = mail("joe@acme.test", "support@example.com", "Spooler log",
+                 "\n".join(f"10:00:{i % 60:02d} ERROR spooler: paper jam in tray {i % 3}" for i in range(1600)))
+    for raw in (small, large):
+        desk.send(raw, "jane@acme.test", ["support@example.com"])
+    raw_files = BlobStore(tmp_path / "data" / "raw")
+    engine = make_engine(f"sqlite:///{tmp_path}/maild.db")
+    with Session(engine) as s:
+        shas = list(s.scalars(select(Message.sha256).order_by(Message.id)))
+        assert [raw_message(s, raw_files, sha) for sha in shas] == [small, large]
+    engine.dispose()
+    assert not raw_files.path(shas[0]).exists() and raw_files.path(shas[1]).exists()
 
 def test_kill_9_of_the_daemon_leaves_no_worker(desk: Daemon) -> None:
     workers = workers_of(desk)
