@@ -201,6 +201,8 @@ def skeleton_of(source: Path | bytes, attachments: BlobStore) -> Skeleton | None
 
 
 def _skeleton(f: BinaryIO, size: int, attachments: BlobStore, large_part: int) -> Skeleton | None:
+    if size < large_part:  # no part of it is large enough to take out: most mail, not walked
+        return None
     walk = _Walk(f, size, attachments, large_part)
     try:
         walk.entity(0, size, 0)

@@ -223,7 +223,6 @@ class Message(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-
 class RawMessage(Base):
     """A small mail's raw bytes (store.raw_messages), kept by the commit that stores the
     mail instead of by a file of its own; larger ones are files of the raw blob store."""
@@ -231,6 +230,7 @@ class RawMessage(Base):
     __tablename__ = "raw_messages"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
 
 class Post(Base):
     __tablename__ = "posts"
