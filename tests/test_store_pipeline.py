@@ -500,3 +500,16 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
     assert Path(result.quarantined).read_bytes() == raw
     note = Path(result.quarantined).with_suffix(".json").read_text()
     assert "processing failed: RuntimeError: a bug on this mail" in note
+
+
+def test_a_sqlite_connection_commits_durably(tmp_path: Path) -> None:
+    """Every connection maild opens to SQLite: WAL, an fsync at each commit (a 250 means the
+    mail is on disk), foreign keys enforced, checkpoints every SQLITE_WAL_CHECKPOINT_PAGES."""
+    from maild.store.db import SQLITE_WAL_CHECKPOINT_PAGES, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/maild.db")
+    with engine.connect() as conn:
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                   for name in ("journal_mode", "synchronous", "foreign_keys", "wal_autocheckpoint")]
+    engine.dispose()
+    assert pragmas == ["wal", 2, 1, SQLITE_WAL_CHECKPOINT_PAGES]  # synchronous 2: FULL

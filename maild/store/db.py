@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from maild.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_WAL_CHECKPOINT_PAGES = 8000  # of 4 KB
 
 
 def database_url(cfg: Config) -> str:
@@ -50,6 +51,11 @@ def _tune_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
+        # Checkpoint every ~32 MB of WAL instead of 4 MB: pages every commit touches again (index
+        # leaves, the outbox's rows) are copied into the database file once per checkpoint,
+        # and in the writer's commit. 8 interleaved pairs of `bench smtp --rate 100000`:
+        # 219 against 204 msgs/s on average (6 won) for the same ~148 % of a core.
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
