@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -227,6 +228,34 @@ def case_list(config_path: str | None, as_json: bool, stage: str | None, only_op
         click.echo(f"#{c['number']:<6} {c['stage']:<9} {c['priority']:<7} {c['queue'] or '-':<10} "
                    f"{c['contract'] or '-':<10} {due:<16} {c['requester']['email']:<28} {c['subject']}")
 
+
+
+@main.group(help="Stored mails.")
+def message() -> None:
+    pass
+
+
+@message.command("raw", help="Write a stored mail's raw bytes, exactly as received, to stdout; by its "
+                             "Message-ID (a post's message_id in `case show`).")
+@config_option
+@click.argument("message_id")
+def message_raw(config_path: str | None, message_id: str) -> None:
+    from maild.runtime import build_runtime
+    from maild.store.models import Message
+    from maild.store.raw_messages import raw_message
+
+    cfg = _load_for_reading(config_path)
+    wanted = message_id.strip().strip("<>")
+    with Session(_engine(cfg)) as session:
+        sha256 = session.scalar(select(Message.sha256).where(Message.message_id == wanted).order_by(Message.id))
+        if sha256 is None:
+            raise click.ClickException(f"no stored mail has the Message-ID <{wanted}>")
+        try:
+            raw = raw_message(session, build_runtime(cfg, dry_run=True).raw_store, sha256)
+        except KeyError:
+            raise click.ClickException(f"the raw bytes of <{wanted}> (sha256 {sha256}) are missing") from None
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()
 
 @case.command("show", help="Show one case with its posts and history.")
 @config_option

@@ -95,6 +95,11 @@ def test_case_json_has_the_fields_of_the_spec(database: Database, sink: Sink, tm
                                                                        ("joe@acme.test", "sent")]
         text = d.cli("case", "show", str(listed[0]["number"])).stdout
         assert "It burns." in text and "Jane <jane@acme.test>" in text
+        kept = subprocess.run([sys.executable, "-m", "maild", "message", "raw", post["message_id"],
+                               "--config", str(d.config)], cwd=tmp_path, capture_output=True, timeout=60)
+        assert (kept.returncode, kept.stdout) == (0, raw)  # byte for byte, CRLF included
+        unknown = d.cli("message", "raw", "<nope@acme.test>", check=False)
+        assert unknown.returncode == 1 and "no stored mail has the Message-ID <nope@acme.test>" in unknown.stderr
     finally:
         d.stop()
 
