@@ -13,7 +13,7 @@ from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
-from maild.ingest.parse import parse_message
+from maild.ingest.parse import InboundMessage, parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
@@ -480,11 +480,13 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
     import asyncio
 
     from maild.ingest import receive
-    from maild.ingest.parse_pool import HandedOver, parse_and_store
+    from maild.ingest.parse_pool import parse_for_handover
 
     raw = mail("eve@acme.test", "Odd one", msgid="odd@acme.test")
-    parsed = parse_and_store(raw, str(desk.rt.raw_store.root), str(desk.rt.attachment_store.root))
-    assert parsed.raw == raw and parsed.raw_path is None
+    handed = parse_for_handover(raw, "eve@acme.test", ["support@example.com"], str(desk.rt.raw_store.root),
+                                str(desk.rt.attachment_store.root))
+    assert isinstance(handed.parsed, InboundMessage) and handed.raw == b""  # the bytes travel in the mail only
+    assert handed.parsed.raw == raw and handed.parsed.raw_path is None
 
     def bug(*args: object) -> None:
         raise RuntimeError("a bug on this mail")
@@ -492,8 +494,7 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
     writer = IngestWriter(desk.sessions)
     writer.start()
     try:
-        result = asyncio.run(receive.Receiver(desk.rt, writer).receive_handed_over(
-            HandedOver("eve@acme.test", ["support@example.com"], parsed)))
+        result = asyncio.run(receive.Receiver(desk.rt, writer).receive_handed_over(handed))
     finally:
         writer.stop()
     assert result.stored and result.quarantined is not None

@@ -56,13 +56,14 @@ def default_processes() -> int:
 
 
 def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundMessage:
-    """In a worker: parse (ParseError propagates) and keep the attachments. A small mail comes
-    back with its raw bytes, for the commit to keep (store.raw_messages); a larger one's are
-    put into the raw store here, and it comes back with their path instead."""
+    """In a worker: parse (ParseError propagates) and keep the attachments. A small mail's raw
+    bytes are the commit's to keep (store.raw_messages) and do not travel back: the caller
+    holds them. A larger one's are put into the raw store here, and it comes back with their
+    path."""
     msg = parse_stored(raw, BlobStore(Path(attachment_root)))
     _store_attachments(msg, attachment_root)
     if kept_in_database(len(raw)):
-        return dataclasses.replace(msg, raw=raw)
+        return msg
     raw_store = BlobStore(Path(raw_root))
     raw_store.put(raw, msg.sha256)
     return dataclasses.replace(msg, raw_path=str(raw_store.path(msg.sha256)))
@@ -130,6 +131,8 @@ def parse_for_handover(raw: bytes | Path, mail_from: str, recipients: list[str],
             msg = parse_spooled(raw, raw_root, attachment_root)
         else:
             msg = parse_and_store(raw, raw_root, attachment_root)
+            if msg.raw_path is None:  # the daemon has not got the bytes: they go with the mail
+                msg = dataclasses.replace(msg, raw=raw)
     except ParseError as e:
         return HandedOver(mail_from, recipients, e, raw if isinstance(raw, bytes) else str(raw))
     except OSError as e:

@@ -117,7 +117,8 @@ def receiver_handler(receiver: Receiver) -> MaildHandler:
     """Sessions served by the daemon itself: the mail is parsed and committed from here."""
     async def deliver(raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
         return smtp_reply(await receiver.receive(raw, mail_from=mail_from, recipients=recipients, via="smtp"))
-    return MaildHandler(lambda base: receiver.runtime.config.mailbox(base) is not None, deliver)
+    # the same rule as a worker's RCPT check (smtp_worker), on the runtime a reload swaps in
+    return MaildHandler(lambda base: base.lower() in receiver.runtime.mailbox_addresses, deliver)
 
 
 def clear_spool(spool_dir: Path) -> None:

@@ -17,10 +17,10 @@ sessions, finish the mail in flight).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import pickle
 import socket
-import time
 from pathlib import Path
 
 import structlog
@@ -59,6 +59,8 @@ class _WorkerSessions:
         self.mailboxes = smtp.mailboxes
         self.roots = roots
         self.in_flight = 0
+        self._idle = asyncio.Event()  # no mail being handed over
+        self._idle.set()
         self._ids = itertools.count(1)
 
     def is_ours(self, base: str) -> bool:
@@ -66,6 +68,7 @@ class _WorkerSessions:
 
     async def deliver(self, raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
         self.in_flight += 1
+        self._idle.clear()
         try:
             handed = parse_for_handover(raw, mail_from, recipients, *self.roots)
             try:
@@ -78,12 +81,13 @@ class _WorkerSessions:
             return reply
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
 
     async def finish(self, timeout: float) -> None:
         """Waits (up to `timeout`) for the mail being handed over to get its reply."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
 
 async def _serve(requests: socket.socket, handover: socket.socket, raw_root: str, attachment_root: str,
