@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from maild.ingest.parse import ParseError, parse_message
-from maild.ingest.parse_pool import WORKER_NICENESS, HandedOver, ParsePool, SmtpInWorkers
+from maild.ingest.parse_pool import WORKER_NICENESS, WORKER_POLICY, HandedOver, ParsePool, SmtpInWorkers
 from maild.store.blobs import RAW_IN_DATABASE_MAX, BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
@@ -139,11 +139,12 @@ def test_mail_is_parsed_in_place_when_no_worker_can_be_started(pool: ParsePool, 
 def test_workers_yield_the_cpu_to_the_writer_also_when_replaced(pool: ParsePool,
                                                                  loop: asyncio.AbstractEventLoop) -> None:
     """The writer thread is the stage every mail waits for in turn: the workers run at a
-    lower priority than the daemon, and a worker started after one died does too."""
+    lower priority than the daemon, as batch work, and a worker started after one died does too."""
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     expected = min(19, ours + WORKER_NICENESS)
     (pid,) = pool.pids()
     assert os.getpriority(os.PRIO_PROCESS, pid) == expected
+    assert WORKER_POLICY is None or os.sched_getscheduler(pid) == WORKER_POLICY
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     raw = crlf("apple-mail-new.eml")
@@ -151,6 +152,7 @@ def test_workers_yield_the_cpu_to_the_writer_also_when_replaced(pool: ParsePool,
     (new_pid,) = pool.pids()
     assert new_pid != pid
     assert os.getpriority(os.PRIO_PROCESS, new_pid) == expected
+    assert WORKER_POLICY is None or os.sched_getscheduler(new_pid) == WORKER_POLICY
 
 
 def test_when_no_worker_can_serve_smtp_the_daemon_is_handed_the_sockets(tmp_path: Path,
