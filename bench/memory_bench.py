@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.desk import STAFF_DOMAIN, Desk
-from bench.loadgen import large_attachment_mail, transact
+from bench.loadgen import large_attachment_mail, transact, wire_data
 from bench.report import say
 from bench.servers import CountingServer
 
@@ -47,6 +47,7 @@ def run_memory(attachment_mb: float, timeout: float = 180.0) -> dict[str, Any]:
     try:
         desk = Desk("sqlite", sink.port, max_bytes=limit, watch_interval=0.02)
         desk.start()
+        wire = wire_data(mail.raw)
         before = _idle_rss_mb(desk)
         hwm_before = desk.peak_rss_mb()
         t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def run_memory(attachment_mb: float, timeout: float = 180.0) -> dict[str, Any]:
         try:
             with smtplib.SMTP("127.0.0.1", desk.smtp_port, timeout=timeout) as conn:
                 conn.ehlo("loadgen.test")
-                data_end_s, txn_s = transact(conn, mail)
+                data_end_s, txn_s = transact(conn, mail, wire)
         except (smtplib.SMTPException, OSError) as e:
             error = f"{type(e).__name__}: {e}"
         replied = time.perf_counter()
