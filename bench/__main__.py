@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         smtp = run_smtp(n, args.concurrency, args.per_connection, databases, seed=args.seed, preload=args.preload,
                         rate=rate)
         results["smtp"] = smtp
-        runs = [*(smtp[k] for k in ("do_nothing", "do_nothing_block_reader") if k in smtp),
+        runs = [*(smtp[k] for k in ("do_nothing", "do_nothing_after", "do_nothing_block_reader") if k in smtp),
                 *smtp["maild"].values(), *smtp["paced"].values()]
         if any(f.get("failed") or not f.get("all_acks_delivered", True) or "error" in f for f in runs):
             status = 1

@@ -44,6 +44,8 @@ def _paced_label(db: str, f: dict[str, Any]) -> str:
 def smtp_runs(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every run with its table label, in table order: each paced run under its full-speed one."""
     runs = [("do-nothing aiosmtpd", s["do_nothing"])] if "do_nothing" in s else []
+    if "do_nothing_after" in s:
+        runs.append(("  … again, after maild", s["do_nothing_after"]))
     if "do_nothing_block_reader" in s:
         runs.append(("  … with maild's DATA reader", s["do_nothing_block_reader"]))
     for db in [*s["maild"], *(d for d in s["paced"] if d not in s["maild"])]:
@@ -66,15 +68,16 @@ def smtp_lines(s: dict[str, Any]) -> list[str]:
     for label, f in runs:
         if "error" in f:
             lines.append(f"{label:<{LABEL}} FAILED: {_last_line(f['error'])}")
-        elif f is s.get("do_nothing"):
-            lines.append(_row(label, f, "-", "1.00"))
-        elif f is s.get("do_nothing_block_reader"):
+        elif any(f is s.get(k) for k in ("do_nothing", "do_nothing_after", "do_nothing_block_reader")):
             lines.append(_row(label, f, "-", f"{f['ratio']:.2f}"))
         else:
             ratio = f"{f['ratio']:.2f}" if "ratio" in f else "-"
             lines.append(_row(label, f, f"{f['peak_rss_mb']:.0f} MB", ratio))
             if "vs_empty" in f:
                 lines.append(f"  {label}: {f['vs_empty']:.0%} of the rate on an empty database")
+    if "yardstick_msgs_per_s" in s:
+        lines.append(f"  ratio: msgs/s against {s['yardstick_msgs_per_s']:.1f}, the mean of the do-nothing runs "
+                     "before maild and right after its full-speed runs (the machine's speed drifts)")
     lines += ["  p50/p95/p99: end of DATA → 250 of each mail; peak RSS: sum of VmHWM over maild's processes "
               "(an upper bound)",
               "  loadgen/server: CPU of the load generator / of the server (maild: its whole process tree), "
