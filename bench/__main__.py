@@ -17,7 +17,7 @@ from typing import Any
 from bench.desk import postgres_problem
 from bench.imap_bench import imap_problem, run_imap
 from bench.memory_bench import ATTACHMENT_MB, ATTACHMENT_QUICK_MB, run_memory
-from bench.report import machine, print_report, say, write_json
+from bench.report import YARDSTICKS, machine, print_report, say, write_json
 from bench.smtp_bench import run_smtp
 
 SMTP_MESSAGES, SMTP_QUICK = 2000, 300
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         smtp = run_smtp(n, args.concurrency, args.per_connection, databases, seed=args.seed, preload=args.preload,
                         rate=rate)
         results["smtp"] = smtp
-        runs = [*(smtp[k] for k in ("do_nothing", "do_nothing_after", "do_nothing_block_reader") if k in smtp),
+        runs = [*(smtp[k] for k in YARDSTICKS if k in smtp),
                 *smtp["maild"].values(), *smtp["paced"].values()]
         if any(f.get("failed") or not f.get("all_acks_delivered", True) or "error" in f for f in runs):
             status = 1

@@ -28,6 +28,9 @@ def _last_line(error: str) -> str:
 
 
 LABEL = 31
+# The do-nothing runs of `bench smtp`, by their keys in its results: before maild, right after
+# its full-speed runs, and with maild's DATA reader.
+YARDSTICKS = ("do_nothing", "do_nothing_after", "do_nothing_block_reader")
 
 
 def _row(label: str, f: dict[str, Any], rss: str, ratio: str) -> str:
@@ -68,7 +71,7 @@ def smtp_lines(s: dict[str, Any]) -> list[str]:
     for label, f in runs:
         if "error" in f:
             lines.append(f"{label:<{LABEL}} FAILED: {_last_line(f['error'])}")
-        elif any(f is s.get(k) for k in ("do_nothing", "do_nothing_after", "do_nothing_block_reader")):
+        elif any(f is s.get(k) for k in YARDSTICKS):
             lines.append(_row(label, f, "-", f"{f['ratio']:.2f}"))
         else:
             ratio = f"{f['ratio']:.2f}" if "ratio" in f else "-"

@@ -15,7 +15,7 @@ from typing import Any
 from bench.desk import STAFF_DOMAIN, Desk
 from bench.loadgen import LoadResult, Mail, generate, send_all
 from bench.proctree import tree_cpu_seconds
-from bench.report import say
+from bench.report import YARDSTICKS, say
 from bench.servers import CountingServer
 
 P99_TARGET_MS = 100.0  # issue 6: at half of maild's top rate
@@ -127,6 +127,10 @@ def _attempt(out: dict[str, Any], label: str, db: str, **kw: Any) -> dict[str, A
     return figures
 
 
+def _label(db: str, preloaded: int) -> str:
+    return f"{db}, {preloaded // 1000}k cases" if preloaded else db
+
+
 def run_smtp(messages: int, concurrency: int, per_connection: int, databases: list[str], seed: int = 42,
              drain_timeout: float = 120.0, preload: int = 0, rate: float | None = None) -> dict[str, Any]:
     """Do-nothing, maild on each database at full speed, do-nothing again (the ratio is taken
@@ -149,11 +153,10 @@ def run_smtp(messages: int, concurrency: int, per_connection: int, databases: li
     }
     load = {"mails": mails, "concurrency": concurrency, "per_connection": per_connection,
             "drain_timeout": drain_timeout}
-    runs = [(db, 0) for db in databases] + ([(db, preload) for db in databases] if preload else [])
     if rate is not None:
-        for db, rows in runs:
-            label = f"{db}, {rows // 1000}k cases" if rows else db
-            _attempt(out["paced"], label, db, preload=rows, rate=rate, **load)
+        for rows in (0, preload) if preload else (0,):
+            for db in databases:
+                _attempt(out["paced"], _label(db, rows), db, preload=rows, rate=rate, **load)
         return out
 
     out["do_nothing"] = run_do_nothing(mails, concurrency, per_connection)
@@ -165,24 +168,27 @@ def run_smtp(messages: int, concurrency: int, per_connection: int, databases: li
     out["do_nothing_after"] = run_do_nothing(mails, concurrency, per_connection)
     base = (out["do_nothing"]["msgs_per_s"] + out["do_nothing_after"]["msgs_per_s"]) / 2
     out["yardstick_msgs_per_s"] = round(base, 1)
-    for key in ("do_nothing", "do_nothing_after", "do_nothing_block_reader"):
-        out[key]["ratio"] = round(out[key]["msgs_per_s"] / base, 3) if base else 0.0
+
+    def set_ratio(figures: dict[str, Any]) -> None:
+        figures["ratio"] = round(figures["msgs_per_s"] / base, 3) if base else 0.0
+
+    for key in YARDSTICKS:
+        set_ratio(out[key])
     for db in databases:
         figures = out["maild"].get(db)
         if figures is None or "error" in figures:
             continue
-        figures["ratio"] = round(figures["msgs_per_s"] / base, 3) if base else 0.0
+        set_ratio(figures)
         if figures["msgs_per_s"] > 0:
             half = figures["msgs_per_s"] / 2
             paced = _attempt(out["paced"], db, db, rate=half, **load)
             if paced is not None:
                 paced["half_of_msgs_per_s"] = figures["msgs_per_s"]
     for db in databases if preload else []:
-        label = f"{db}, {preload // 1000}k cases"
-        figures = _attempt(out["maild"], label, db, preload=preload, **load)
+        figures = _attempt(out["maild"], _label(db, preload), db, preload=preload, **load)
         if figures is None:
             continue
-        figures["ratio"] = round(figures["msgs_per_s"] / base, 3) if base else 0.0
+        set_ratio(figures)
         if out["maild"][db].get("msgs_per_s"):
             figures["vs_empty"] = round(figures["msgs_per_s"] / out["maild"][db]["msgs_per_s"], 3)
     return out
