@@ -10,13 +10,24 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, func, insert, select
 
 from maild.store.db import make_engine, upgrade_database
 from maild.store.models import Case, Contact, Message, Organization, OrganizationDomain, RawMessage
 
 CHUNK = 5_000
 MESSAGES_PER_CASE = 3
+
+
+def _advance_sequences(conn: Connection) -> None:
+    """The rows above carry their keys; PostgreSQL's sequences did not hand them out, so they
+    are moved past them, or maild's first new organization, contact or case collides."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite takes the next rowid after the largest
+    for column in (Organization.id, OrganizationDomain.id, Contact.id, Case.number):
+        table = column.property.columns[0].table.name
+        conn.execute(select(func.setval(func.pg_get_serial_sequence(table, column.key),
+                                        select(func.max(column)).scalar_subquery())))
 
 
 def preload_database(url: str, cases: int) -> dict[str, int]:
@@ -60,5 +71,6 @@ def preload_database(url: str, cases: int) -> dict[str, int]:
             conn.execute(insert(Case), rows)
             conn.execute(insert(Message), messages)
             conn.execute(insert(RawMessage), raws)  # their bytes, as maild keeps a small mail's
+        _advance_sequences(conn)
     engine.dispose()
     return {"organizations": orgs, "contacts": contacts, "cases": cases, "messages": cases * MESSAGES_PER_CASE}
