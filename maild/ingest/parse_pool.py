@@ -71,9 +71,8 @@ def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundM
     _store_attachments(msg, attachment_root)
     if kept_in_database(len(raw)):
         return msg
-    raw_store = BlobStore(Path(raw_root))
-    raw_store.put(raw, msg.sha256)
-    return dataclasses.replace(msg, raw_path=str(raw_store.path(msg.sha256)))
+    raw_path = BlobStore(Path(raw_root)).put_file(raw, msg.sha256)
+    return dataclasses.replace(msg, raw_path=str(raw_path))
 
 
 def parse_spooled(spool: Path, raw_root: str, attachment_root: str) -> InboundMessage:

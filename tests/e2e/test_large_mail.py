@@ -42,7 +42,7 @@ def send(desk: Daemon, raw: bytes) -> str:
 
 
 def blob(desk: Daemon, kind: str, sha: str) -> bytes:
-    return (desk.folder / "data" / kind / sha[:2] / sha[2:4] / sha).read_bytes()
+    return (desk.folder / "data" / kind / sha[:2] / sha).read_bytes()
 
 
 def test_large_attachment_is_stored_and_the_raw_mail_kept_as_sent(desk: Daemon) -> None:
