@@ -237,8 +237,16 @@ def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, data
     rng = random.Random(7)
     moved_at_kill = []
     for _ in range(4):
+        moved = dovecot.count(USER, "Processed")
+        if moved == n:
+            break
         d.start()
-        time.sleep(rng.uniform(0.3, 1.2))
+        # killed once it has moved some, at a random point after: a fixed delay from the start
+        # misses the drain on a machine that drains 300 messages in about a second
+        deadline = time.monotonic() + 60
+        while dovecot.count(USER, "Processed") == moved and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.25))
         assert d.proc is not None and d.proc.poll() is None
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait(10)
