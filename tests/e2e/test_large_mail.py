@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from maild.store.blobs import BlobStore
 from tests.support.daemon import Daemon
 from tests.support.sink import Sink
 from tests.unit.test_large_mail import PDF, single_part_pdf, thunderbird_with_attachments
@@ -42,7 +43,8 @@ def send(desk: Daemon, raw: bytes) -> str:
 
 
 def blob(desk: Daemon, kind: str, sha: str) -> bytes:
-    return (desk.folder / "data" / kind / sha[:2] / sha).read_bytes()
+    """The blob's file itself, where the store's layout puts it (not through the store's reads)."""
+    return BlobStore(desk.folder / "data" / kind).path(sha).read_bytes()
 
 
 def test_large_attachment_is_stored_and_the_raw_mail_kept_as_sent(desk: Daemon) -> None:
