@@ -112,8 +112,16 @@ class OrganizationsConfig:
 
 @dataclass(frozen=True)
 class ProtectionConfig:
+    """Limits against floods and amplification (SPEC §11); going over one is logged, never loses mail."""
+
     ack_per_hour: int = 5
     auto_mail_per_day: int = 40
+    max_mime_parts: int = 500  # parts kept as attachments per mail; the rest stays in the raw message
+    max_participants_per_mail: int = 10  # addresses one mail may add to a case's customer side
+    max_acks_per_mail: int = 5  # acknowledgements one mail may set off, the requester first
+    max_smtp_sessions: int = 200  # concurrent SMTP sessions
+    max_smtp_sessions_per_client: int = 20  # concurrent SMTP sessions from one client address
+    smtp_idle_timeout_seconds: float = 60.0  # an SMTP session that says nothing for this long is closed
 
 
 @dataclass(frozen=True)
