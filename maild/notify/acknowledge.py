@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from maild.ingest.parse import InboundMessage
 from maild.notify.audiences import Recipient
 from maild.notify.casemail import CaseMail, queue_case_mail
-from maild.rules.loops import Classification, authentication_results
+from maild.rules.authresults import sender_authentication
+from maild.rules.loops import Classification
 from maild.runtime import Runtime
 from maild.store.contacts import unmailed_contacts
 from maild.store.models import Case, Contact
@@ -27,10 +28,10 @@ def message_refusal(rt: Runtime, msg: InboundMessage, classification: Classifica
         return "acknowledgements are off ([notify] acknowledge)"
     if not classification.automatic_reply_allowed:
         return classification.reason or classification.no_auto_reason or classification.kind
-    auth = authentication_results(msg, rt.config.auth.trusted_authserv_ids)
-    for method in ("dmarc", "spf"):
-        if auth.get(method) in ("fail", "permerror"):
-            return f"sender failed {method.upper()} ({auth[method]})"
+    failed = sender_authentication(msg, rt.config.auth.trusted_authserv_ids).failed
+    if failed:
+        method, result = failed[0]
+        return f"sender failed {method.upper()} ({result})"
     return None
 
 
@@ -61,12 +62,16 @@ def acknowledge_case(session: Session, rt: Runtime, case: Case, msg: InboundMess
     if refusal:
         return f"none: {refusal}"
     notes = []
+    limit = rt.config.protection.max_acks_per_mail  # one mail must not set off a flood (SPEC §11)
+    queued = 0
     for contact in [case.requester, *(p.contact for p in case.participants)]:
-        refusal = recipient_refusal(session, rt, contact)
+        refusal = (f"limit: {limit} acknowledgements a mail" if queued >= limit else
+                   recipient_refusal(session, rt, contact))
         if refusal:
             notes.append(f"{contact.email}: none ({refusal})")
             continue
         queue_acknowledgement(session, rt, case, msg, contact, template)
+        queued += 1
         notes.append(f"{contact.email}: queued")
     return "; ".join(notes)
 

@@ -76,18 +76,3 @@ def classify(msg: InboundMessage, envelope_sender: str | None, own_addresses: se
         return Classification("normal", no_auto_reason=f"robot sender {sender}")
     return Classification("normal")
 
-
-AUTH_RESULT_RE = re.compile(r"\b(dkim|dmarc|spf)\s*=\s*([a-z]+)", re.I)
-
-
-def authentication_results(msg: InboundMessage, trusted_ids: list[str]) -> dict[str, str]:
-    """Method -> result from Authentication-Results headers of trusted authserv-ids only."""
-    trusted = {t.lower() for t in trusted_ids}
-    results: dict[str, str] = {}
-    for value in msg.headers.get("authentication-results", []):
-        authserv_id = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
-        if authserv_id not in trusted:
-            continue
-        for method, result in AUTH_RESULT_RE.findall(value.split(";", 1)[-1]):
-            results.setdefault(method.lower(), result.lower())
-    return results

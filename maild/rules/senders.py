@@ -2,23 +2,25 @@
 
 A mail counts as an agent's only when its From is a configured agent AND it carries a valid
 token issued to that agent, or it passes sender authentication: a DKIM signature that
-verifies for the From domain, or an Authentication-Results header from a trusted
-authserv-id with dkim=pass or dmarc=pass. Anything else is a customer's mail, whose
-command lines are plain text: a From header costs nothing to forge.
+verifies for the From domain, or the topmost Authentication-Results header of a trusted
+authserv-id with a dkim or dmarc pass aligned with the From domain (`authresults`). Anything
+else is a customer's mail, whose command lines are plain text: a From header costs nothing
+to forge. Every verdict carries a reason a person can read (`maild inspect`, the log).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import dkim
+import dkim.util
 import dns.resolver
 
 from maild.config import AgentConfig, Config
 from maild.ingest.parse import InboundMessage
-from maild.rules.loops import authentication_results
+from maild.rules.authresults import dkim_aligned, sender_authentication
 from maild.threading.tokens import ReplyToken, agent_key
 
 TxtLookup = Callable[..., bytes | None]
@@ -27,7 +29,7 @@ TxtLookup = Callable[..., bytes | None]
 @dataclass(frozen=True)
 class Speaker:
     agent: AgentConfig | None
-    reason: str  # why: "token", "dkim", "authentication-results", or why not
+    reason: str  # for a person: "token", the authentication that passed, or why none did
 
     @property
     def is_agent(self) -> bool:
@@ -54,28 +56,53 @@ def dns_txt_lookup(servers: list[str], timeout: float = 5.0) -> TxtLookup:
     return lookup
 
 
-DKIM_DOMAIN_RE = re.compile(rb"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.I)
+class DkimVerdict(NamedTuple):
+    verified: bool
+    reason: str
 
 
-def dkim_verifies_for(raw: bytes, domain: str, lookup: TxtLookup) -> bool:
-    """True when a DKIM signature whose d= is the From domain (or a parent of it) verifies."""
-    d = dkim.DKIM(raw)
+def dkim_verifies_for(raw: bytes, domain: str, lookup: TxtLookup) -> DkimVerdict:
+    """Whether a DKIM signature of the From domain (or a parent of it) verifies over the whole body.
+
+    A signature of another domain proves only that that domain sent it; one with l= signs a
+    prefix of the body, and whatever follows it could be anyone's. The signing domain is read
+    with dkimpy's own tag parser, so the domain checked is the domain verified.
+    """
+    try:
+        d = dkim.DKIM(raw)
+    except dkim.DKIMException as e:
+        return DkimVerdict(False, f"DKIM: the mail cannot be read ({e})")
     signatures = [v for k, v in d.headers if k.lower() == b"dkim-signature"]
+    if not signatures:
+        return DkimVerdict(False, "no DKIM signature")
+    reasons: list[str] = []
     for idx, value in enumerate(signatures):
-        m = DKIM_DOMAIN_RE.search(value.replace(b"\r\n", b""))
-        signer = m.group(1).decode(errors="replace").lower().rstrip(".") if m else ""
-        if not signer or not (domain == signer or domain.endswith("." + signer)):
+        try:
+            tags = dkim.util.parse_tag_value(value)
+        except dkim.util.InvalidTagValueList:
+            reasons.append("DKIM signature is malformed")
+            continue
+        signer = tags.get(b"d", b"").decode(errors="replace").strip().lower()
+        if not dkim_aligned(signer, domain):
+            reasons.append(f"DKIM signature d={' '.join(signer.split())[:100] or '(none)'} is not the From domain")
+            continue
+        if b"l" in tags:
+            reasons.append(f"DKIM signature d={signer} signs only part of the body (l=)")
             continue
         try:
-            if d.verify(idx=idx, dnsfunc=lookup):
-                return True
-        except dkim.DKIMException:
+            verified = d.verify(idx=idx, dnsfunc=lookup)
+        except dkim.DKIMException as e:
+            reasons.append(f"DKIM signature d={signer} did not verify ({e})")
             continue
-    return False
+        if verified and dkim_aligned((d.domain or b"").decode(errors="replace"), domain):
+            return DkimVerdict(True, f"dkim: signature d={signer} verified")
+        reasons.append(f"DKIM signature d={signer} did not verify")
+    return DkimVerdict(False, "; ".join(dict.fromkeys(reasons)))
 
 
 def identify_speaker(msg: InboundMessage, token: ReplyToken | None, config: Config,
                      lookup: TxtLookup) -> Speaker:
+    """An agent only with that agent's token or sender authentication of the From domain (SPEC §6)."""
     sender = msg.sender.address if msg.sender else ""
     agent = config.agent(sender) if sender else None
     if agent is None:
@@ -84,11 +111,19 @@ def identify_speaker(msg: InboundMessage, token: ReplyToken | None, config: Conf
         if token.agent_key == agent_key(agent.email):
             return Speaker(agent, "token")
         return Speaker(None, "token issued to another agent")
-    auth = authentication_results(msg, config.auth.trusted_authserv_ids)
-    if auth.get("dkim") == "pass" or auth.get("dmarc") == "pass":
-        return Speaker(agent, "authentication-results")
-    if msg.header("DKIM-Signature") and dkim_verifies_for(msg.raw_bytes(), sender.rpartition("@")[2], lookup):
-        return Speaker(agent, "dkim")
-    if token is not None:
-        return Speaker(None, "customer token, no sender authentication")
-    return Speaker(None, "no agent token and no sender authentication")
+    not_agent = "customer token" if token is not None else "no agent token"
+    if len(msg.headers.get("from", [])) > 1:
+        # a signature covers one From; a second one above it is what a mail client shows
+        return Speaker(None, f"{not_agent}; more than one From header: no sender authentication")
+    auth = sender_authentication(msg, config.auth.trusted_authserv_ids)
+    if auth.authenticated:
+        return Speaker(agent, auth.reason)
+    why = [auth.reason]
+    if msg.header("DKIM-Signature"):
+        dkim_verdict = dkim_verifies_for(msg.raw_bytes(), sender.rpartition("@")[2], lookup)
+        if dkim_verdict.verified:
+            return Speaker(agent, dkim_verdict.reason)
+        why.append(dkim_verdict.reason)
+    else:
+        why.append("no DKIM signature")
+    return Speaker(None, f"{not_agent}; " + "; ".join(why))
