@@ -30,6 +30,7 @@ from typing import Any
 
 from maild.config import Config
 from maild.rules.calendar import ALWAYS, BusinessCalendar, calendars_by_name
+from maild.spreadsheet import safe_cell
 
 CLOCKS = ("first_response", "resolution")
 DONE_STAGES = ("resolved", "closed")  # as maild.store.sla_state: where the resolution clock stops
@@ -316,29 +317,31 @@ def render_csv(report: dict[str, Any]) -> str:
     totals / by_queue / by_organization (opened, closed); first_response_time / resolution_time
     per queue and "(all)" (count, median_hours, p90_hours in business hours); sla_first_response /
     sla_resolution / sla_total per contract and "(all)" (met, breached, met_percent)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerow({"section": "totals", "name": ALL, **report["totals"]})
+    rows: list[dict[str, Any]] = [{"section": "totals", "name": ALL, **report["totals"]}]
     for section, key, missing in (("by_queue", "by_queue", NO_QUEUE),
                                   ("by_organization", "by_organization", NO_ORGANIZATION)):
         for r in report[key]:
-            writer.writerow({"section": section, "name": _label(r["name"], missing),
-                             "opened": r["opened"], "closed": r["closed"]})
+            rows.append({"section": section, "name": _label(r["name"], missing),
+                         "opened": r["opened"], "closed": r["closed"]})
     time_rows = _time_rows(report)
     for section, index in (("first_response_time", 1), ("resolution_time", 2)):
         for entry in time_rows:
             name, stats = entry[0], entry[index]
-            writer.writerow({"section": section, "name": name, "count": stats["count"],
-                             "median_hours": _hours(stats["median_seconds"]),
-                             "p90_hours": _hours(stats["p90_seconds"])})
+            rows.append({"section": section, "name": name, "count": stats["count"],
+                         "median_hours": _hours(stats["median_seconds"]),
+                         "p90_hours": _hours(stats["p90_seconds"])})
     sla_rows = _sla_rows(report)
     for section, clock in (("sla_first_response", "first_response"), ("sla_resolution", "resolution"),
                            ("sla_total", "total")):
         for name, s in sla_rows:
             tally = s[clock]
-            writer.writerow({"section": section, "name": name, "met": tally["met"], "breached": tally["breached"],
-                             "met_percent": "" if tally["met_percent"] is None else tally["met_percent"]})
+            rows.append({"section": section, "name": name, "met": tally["met"], "breached": tally["breached"],
+                         "met_percent": "" if tally["met_percent"] is None else tally["met_percent"]})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:  # names of queues, organizations and contracts are input (SPEC §7)
+        writer.writerow({key: safe_cell(value) for key, value in row.items()})
     return buf.getvalue()
 
 

@@ -32,6 +32,7 @@ from maild.crm.organizations import (
     looks_like_domain,
     organizations_for_domains,
 )
+from maild.spreadsheet import safe_cell, unsafe_cell
 from maild.store.models import Contact, ContactTag, Organization, OrganizationDomain
 
 BUILTIN = ("email", "name", "organization", "type", "state", "tags")
@@ -133,7 +134,7 @@ def check_row(columns: list[str | None], cells: list[str], row: int, cfg: Config
     """One row checked against the config; raises CrmError with every reason, joined by '; '."""
     if len(cells) > len(columns) and any(c.strip() for c in cells[len(columns):]):
         raise CrmError(f"{len(cells)} cells but the header has {len(columns)} columns")
-    values = {col: cell.strip() for col, cell in zip(columns, cells, strict=False) if col}
+    values = {col: unsafe_cell(cell.strip()) for col, cell in zip(columns, cells, strict=False) if col}
     reasons: list[str] = []
     result = ImportRow(row=row, email="")
 
@@ -335,9 +336,9 @@ def export_row(cfg: Config, c: Contact) -> list[Any]:
 
 def write_csv(cfg: Config, contacts: list[Contact], out: IO[str]) -> None:
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(export_header(cfg))
+    writer.writerow([safe_cell(h) for h in export_header(cfg)])
     for c in contacts:
-        writer.writerow(["" if v is None else ("true" if v is True else "false" if v is False else v)
+        writer.writerow(["" if v is None else ("true" if v is True else "false" if v is False else safe_cell(v))
                          for v in export_row(cfg, c)])
 
 
@@ -350,14 +351,28 @@ def write_xlsx(cfg: Config, contacts: list[Contact], out: IO[bytes] | str) -> No
     wb = Workbook()
     ws = wb.active
     ws.title = "contacts"
-    ws.append(export_header(cfg))
+    ws.append([safe_cell(h) for h in export_header(cfg)])
     for cell in ws[1]:
         cell.font = Font(bold=True)
     ws.freeze_panes = "A2"
     for c in contacts:
         row = export_row(cfg, c)
-        ws.append([date.fromisoformat(v) if i in dates and isinstance(v, str) else v for i, v in enumerate(row)])
+        ws.append([date.fromisoformat(v) if i in dates and isinstance(v, str) else safe_cell(_xlsx_text(v))
+                   for i, v in enumerate(row)])
     for i in dates:
         for (cell,) in ws.iter_rows(min_row=2, min_col=i + 1, max_col=i + 1):
             cell.number_format = "yyyy-mm-dd"
+    for cells in ws.iter_rows(min_row=1):
+        for cell in cells:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"  # never a formula, whatever openpyxl would guess from the text
     wb.save(out)
+
+
+def _xlsx_text(value: Any) -> Any:
+    """XML 1.0 has no place for most control characters (openpyxl refuses them): drop them, so
+    one contact named from a hostile mail does not make the whole export fail. Done before
+    `safe_cell`, which must see the text as it will be stored ("\x01=1+1" is "=1+1" once dropped)."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
