@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -85,9 +86,19 @@ class _Commands(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+# SPEC §11: what maild writes (database, WAL, raw mails, attachments, outbox Maildir with its
+# reply tokens) is never world-readable, whatever umask the shell or service manager gave us.
+UMASK = 0o027
+
+
+def restrict_umask() -> None:
+    """Adds the bits of UMASK to the process's umask (a stricter one, e.g. 077, is kept)."""
+    os.umask(os.umask(UMASK) | UMASK)
+
+
 @click.group(cls=_Commands, help="maild: an email-first help desk. See README.md.")
 def main() -> None:
-    pass
+    restrict_umask()  # before any subcommand opens a file; parse workers inherit it
 
 
 @main.command(help="Run the daemon: SMTP receiver, outbox sender.")
