@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 import maild
+from maild.headers import clean_subject
 
 
 def builtin_templates_dir() -> Path:
@@ -78,7 +79,8 @@ class TemplateRenderer:
         if subject is None:  # a layout of the admin's own without a subject block
             subject = text_template.render(**{**context, "part": "subject"})
         html = html_template.render(**{**context, "part": "html"})
-        return RenderedMail(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
+        # One line whatever the template or case.subject held: no line break, no control (SPEC §11).
+        return RenderedMail(subject=clean_subject(subject), text=text.strip() + "\n", html=html)
 
 
 _UNREAD = object()  # an attribute the recipient lacks

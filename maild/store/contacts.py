@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
 from maild.config import OrganizationsConfig
+from maild.headers import clean_name
 from maild.store.models import Contact, Organization, OrganizationDomain
 from maild.store.rows import columns, insert_persistent, load, update_row
 
@@ -50,8 +51,10 @@ def ensure_contact(session: Session, address: str, name: str, settings: Organiza
                    now: datetime, last_mail_at: datetime | None = None) -> Contact:
     """The contact of an address, created from its first mail and named from its From header.
     Its organization is loaded with it (mail to agents names it). Rows are written at once
-    (store.rows), not left for a flush."""
+    (store.rows), not left for a flush. The name is cleaned here too (maild.headers): whoever
+    calls, no contact keeps a name that would break a header of the mail it gets."""
     address = address.lower()
+    name = clean_name(name) if name else ""
     contact = _contact_by_email(session, address)
     if contact is None:
         org = ensure_organization(session, address.rpartition("@")[2], settings, now)
