@@ -18,7 +18,15 @@ from maild.config import ConfigError, load_config
 from maild.ingest.imap import ImapPoller
 from maild.ingest.parse_pool import HandedOver, ParsePool, SmtpInWorkers, default_processes
 from maild.ingest.receive import Receiver
-from maild.ingest.smtp import bind_smtp_sockets, clear_spool, receiver_handler, smtp_reply, start_smtp_servers
+from maild.ingest.smtp import (
+    SessionGate,
+    SessionLimits,
+    bind_smtp_sockets,
+    clear_spool,
+    receiver_handler,
+    smtp_reply,
+    start_smtp_servers,
+)
 from maild.ingest.writer import IngestWriter
 from maild.notify.outbox import OutboxWorker
 from maild.notify.samples import render_all_templates
@@ -112,19 +120,23 @@ async def serve(config_path: str | None) -> None:
     listening = bind_smtp_sockets(cfg.smtp.listen)
     receiver = Receiver(rt, writer)
     servers: list[asyncio.Server] = []
+    protection = cfg.protection  # SPEC §11's limits, as they are at start (a reload keeps them)
+    limits = SessionLimits(protection.max_smtp_sessions, protection.max_smtp_sessions_per_client,
+                           protection.smtp_idle_timeout_seconds)
 
     async def serve_smtp_here(socks: list[socket.socket]) -> None:
         servers.extend(await start_smtp_servers(receiver_handler(receiver), socks, cfg.server.hostname,
-                                                cfg.smtp.max_message_bytes, spool))
+                                                cfg.smtp.max_message_bytes, spool, gate=SessionGate(limits)))
 
     if processes > 0:  # the workers serve SMTP, parse, and hand the mail to this process to commit
         smtp = SmtpInWorkers(listening, cfg.server.hostname, cfg.smtp.max_message_bytes, str(spool),
-                             rt.mailbox_addresses)
+                             rt.mailbox_addresses, gate=SessionGate.shared(limits, processes))
 
         async def handover(handed: HandedOver) -> str:
             return smtp_reply(await receiver.receive_handed_over(handed))
         receiver.parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root, smtp=smtp,
-                                    handover=handover, serve_here=serve_smtp_here)
+                                    handover=handover, serve_here=serve_smtp_here,
+                                    max_parts=protection.max_mime_parts)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     await asyncio.to_thread(settle, rt)
     clear_spool(spool)

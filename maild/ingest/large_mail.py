@@ -8,15 +8,21 @@ same mail with each such body replaced by a short marker. Everything else (heade
 HTML parts, small attachments) is parsed exactly as before. A structure the walk does not
 follow (no closing boundary, absurd nesting) makes it give up, and the whole mail is parsed
 the ordinary way.
+
+The same walk keeps a mail's MIME parts within [protection] max_mime_parts (SPEC §11): past
+that many attachments, every further part is cut out of the skeleton before the email
+package ever sees it (never stored, never a row), and counted (`Skeleton.omitted`); the
+raw message keeps them. 10,000 parts cost 10,000 blob files and rows, and the email
+package's walk over all of them, before.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import itertools
 import secrets
+import sys
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser
@@ -51,6 +57,7 @@ class StoredPart:
 class Skeleton:
     raw: bytes  # the mail with each large attachment's body replaced by its marker
     parts: dict[bytes, StoredPart] = field(default_factory=dict)  # decoded marker -> the stored body
+    omitted: int = 0  # MIME parts cut out past the limit of parts kept
 
 
 class _NotOurs(Exception):
@@ -58,21 +65,34 @@ class _NotOurs(Exception):
 
 
 class _Walk:
-    def __init__(self, f: BinaryIO, size: int, attachments: BlobStore, large_part: int):
-        self.f = f
+    """`source`: the mail held (bytes, searched in place) or an open file (read a chunk at a
+    time). `attachments` None: nothing is stored, parts are only counted and cut."""
+
+    def __init__(self, source: bytes | BinaryIO, size: int, attachments: BlobStore | None, large_part: int,
+                 max_parts: int | None = None):
+        self.buf = source if isinstance(source, bytes) else None
+        self.f = source if not isinstance(source, bytes) else None
         self.size = size
         self.attachments = attachments
-        self.large_part = large_part
+        self.large_part = large_part if attachments is not None else sys.maxsize
+        self.max_parts = max_parts
+        self.kept = 0  # parts that may become attachments, seen and kept
+        self.omitted = 0  # parts cut out past max_parts
         self.nonce = secrets.token_hex(8)
         self.replaced: list[tuple[int, int, bytes]] = []  # body start, body end, what goes instead
         self.parts: dict[bytes, StoredPart] = {}
 
     def read(self, start: int, end: int) -> bytes:
+        if self.buf is not None:
+            return self.buf[start:max(start, end)]
+        assert self.f is not None
         self.f.seek(start)
         return self.f.read(max(0, end - start))
 
     def find(self, pattern: bytes, start: int, end: int) -> int:
         """First position of `pattern` in [start, end), read a chunk at a time, or -1."""
+        if self.buf is not None:
+            return self.buf.find(pattern, start, end)
         pos = start
         while pos < end:
             block = self.read(pos, min(end, pos + CHUNK + len(pattern) - 1))
@@ -84,22 +104,44 @@ class _Walk:
             pos += CHUNK
         return -1
 
-    def entity(self, start: int, end: int, depth: int, attached: bool = False) -> None:
+    @property
+    def full(self) -> bool:
+        """As many parts kept as may be: every further part is cut out."""
+        return self.max_parts is not None and self.kept >= self.max_parts
+
+    def counts(self, headers: EmailMessage, maintype: str, attached: bool) -> bool:
+        """Whether this part may become an attachment, so counts against max_parts: anything
+        but a plain text or HTML body (named, or with a Content-ID, it counts too), an
+        attached multipart as one, and none inside one (mail-parser keeps those verbatim in it)."""
+        if attached:
+            return False
+        if maintype == "multipart":
+            return (headers.get_content_disposition() or "").lower() == "attachment"
+        return (headers.get_content_type() not in ("text/plain", "text/html") or bool(headers.get_filename())
+                or headers.get("Content-ID") is not None
+                or (headers.get_content_disposition() or "").lower() == "attachment")
+
+    def entity(self, start: int, end: int, depth: int, attached: bool = False) -> bool:
         """`attached`: inside a multipart that is itself an attachment, whose parts mail-parser
-        keeps verbatim in that attachment: nothing is taken out there."""
+        keeps verbatim in that attachment: nothing is taken out there. True: this part is
+        past max_parts, and its caller cuts it out whole."""
         if depth > MAX_DEPTH:
             raise _NotOurs("nested too deep")
+        if depth > 0 and self.full and not attached:
+            return True
         if self.read(start, start + 2) == b"\r\n" or self.read(start, start + 1) == b"\n":
-            return  # no header section: text/plain, nothing to take out
+            return False  # no header section: text/plain, nothing to take out
         limit = min(end, start + HEADER_MAX)
         crlf, lf = self.find(b"\r\n\r\n", start, limit), self.find(b"\n\n", start, limit)
         if crlf < 0 and lf < 0:
             if end - start >= HEADER_MAX:
                 raise _NotOurs("no end of the header section")
-            return  # headers only
+            return False  # headers only
         header_end, body_start = (crlf + 2, crlf + 4) if crlf >= 0 and (lf < 0 or crlf < lf) else (lf + 1, lf + 2)
         headers = BytesHeaderParser(policy=compat32).parsebytes(self.read(start, header_end))
         maintype = headers.get_content_maintype()
+        if depth > 0 and self.max_parts is not None and self.counts(headers, maintype, attached):
+            self.kept += 1
         if maintype == "multipart":
             boundary = headers.get_boundary()
             if boundary:
@@ -107,6 +149,7 @@ class _Walk:
                 self.multipart(body_start, end, boundary.encode("utf-8", "surrogateescape"), depth, attached)
         elif maintype != "message" and not attached:
             self.leaf(headers, body_start, end)
+        return False
 
     def multipart(self, body_start: int, end: int, boundary: bytes, depth: int, attached: bool) -> None:
         dash = b"\n--" + boundary
@@ -128,10 +171,12 @@ class _Walk:
                 continue
             delimiters.append((at, line_end + 1))
             pos = line_end
-        for (_, part_start), (next_at, _) in itertools.pairwise(delimiters):
+        for (at, part_start), (next_at, _) in itertools.pairwise(delimiters):
             part_end = next_at - 1 if self.read(next_at - 1, next_at) == b"\r" else next_at
-            if part_start < part_end:
-                self.entity(part_start, part_end, depth + 1, attached)
+            if part_start < part_end and self.entity(part_start, part_end, depth + 1, attached):
+                # from its delimiter's "\n" to the next one's: the CR before stays, to end the line before
+                self.replaced.append((at, next_at, b""))
+                self.omitted += 1
 
     def leaf(self, headers: EmailMessage, body_start: int, end: int) -> None:
         """Takes out a large base64 attachment; mail-parser will see its marker instead. Text and
@@ -190,22 +235,29 @@ class _Walk:
         return b"".join(out)
 
 
-def skeleton_of(source: Path | bytes, attachments: BlobStore) -> Skeleton | None:
+def skeleton_of(source: Path | bytes, attachments: BlobStore | None,
+                max_parts: int | None = None) -> Skeleton | None:
     """The mail (a spooled file, or bytes held) with its large attachments stored and taken
-    out, or None when its structure is not one the walk follows (then parse it whole), or when
-    there was nothing to take out. Raises Undecodable."""
+    out, and its parts past `max_parts` cut out; or None when its structure is not one the walk
+    follows (then parse it whole), or when there was nothing to take out. `attachments` None:
+    nothing is stored, parts are only cut. Raises Undecodable."""
     if isinstance(source, bytes):
-        return _skeleton(io.BytesIO(source), len(source), attachments, HELD_PART)
+        return _skeleton(source, len(source), attachments, HELD_PART, max_parts)
     with open(source, "rb") as f:
-        return _skeleton(f, f.seek(0, 2), attachments, LARGE_PART)
+        return _skeleton(f, f.seek(0, 2), attachments, LARGE_PART, max_parts)
 
 
-def _skeleton(f: BinaryIO, size: int, attachments: BlobStore, large_part: int) -> Skeleton | None:
-    if size < large_part:  # no part of it is large enough to take out: most mail, not walked
+def _skeleton(f: bytes | BinaryIO, size: int, attachments: BlobStore | None, large_part: int,
+              max_parts: int | None) -> Skeleton | None:
+    # Smaller mail has no part large enough to take out, nor so many parts that the email
+    # package's walk over them matters (the parse keeps max_parts attachments of it anyway):
+    # most mail, not walked.
+    storing = attachments is not None and size >= large_part
+    if not storing and (max_parts is None or size < HELD_PART):
         return None
-    walk = _Walk(f, size, attachments, large_part)
+    walk = _Walk(f, size, attachments, large_part, max_parts)
     try:
         walk.entity(0, size, 0)
     except _NotOurs:
         return None
-    return Skeleton(walk.skeleton(), walk.parts) if walk.parts else None
+    return Skeleton(walk.skeleton(), walk.parts, walk.omitted) if walk.parts or walk.omitted else None

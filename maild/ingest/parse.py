@@ -78,6 +78,7 @@ class InboundMessage:
     # Pure functions of the body, worked out with the parse (in a parse worker, off the writer):
     reply: ExtractedReply | None = None  # the new text apart from quoted history and signature
     safe_html: str | None = None  # `html` sanitized, as posts keep it
+    omitted_parts: int = 0  # MIME parts past [protection] max_mime_parts: not attachments, only in the raw message
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -188,11 +189,20 @@ def _returned_message_ids(parts: list[EmailMessage]) -> list[str]:
     return ids
 
 
-def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None) -> InboundMessage:
+def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None, max_parts: int | None = None,
+                  *, omitted: int = 0) -> InboundMessage:
     """Reads a mail; raises ParseError with a reason a person can act on. `stored`: the
-    markers of a large mail's skeleton (ingest.large_mail) and the bodies they stand for."""
+    markers of a large mail's skeleton (ingest.large_mail) and the bodies they stand for.
+    `max_parts`: attachments kept at most ([protection] max_mime_parts); without `stored`,
+    parts past it are cut out before the email package reads them. `omitted`: parts the
+    skeleton left out already."""
     if not raw.strip():
         raise ParseError("empty message")
+    if stored is None and max_parts is not None:
+        skeleton = skeleton_of(raw, None, max_parts)  # nothing stored: it only cuts
+        if skeleton is not None:
+            msg = parse_message(skeleton.raw, skeleton.parts, max_parts, omitted=skeleton.omitted)
+            return dataclasses.replace(msg, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), size=len(raw))
     try:
         mp = mailparser.parse_from_bytes(raw)
     except Exception as e:
@@ -201,7 +211,7 @@ def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None) -> 
     if msg is None or len(msg.keys()) == 0:
         raise ParseError("no header section found")
     try:
-        return _to_inbound(raw, mp, msg, stored or {})
+        return _to_inbound(raw, mp, msg, stored or {}, max_parts, omitted)
     except ParseError:
         raise
     except Exception as e:  # whatever odd bytes do to the stdlib, the mail goes to quarantine
@@ -209,7 +219,7 @@ def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None) -> 
 
 
 def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
-                stored: dict[bytes, StoredPart]) -> InboundMessage:
+                stored: dict[bytes, StoredPart], max_parts: int | None = None, omitted: int = 0) -> InboundMessage:
 
     headers: dict[str, list[str]] = {}
     for name, value in msg.items():
@@ -228,7 +238,10 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         text = html_to_text(html_body)
 
     attachments: list[InboundAttachment] = []
-    for a in mp.attachments:
+    found = mp.attachments
+    if max_parts is not None and len(found) > max_parts:  # the rest stays in the raw message
+        found, omitted = found[:max_parts], omitted + len(found) - max_parts
+    for a in found:
         payload = a.get("payload") or ""
         try:
             data = base64.b64decode(payload) if a.get("binary") else str(payload).encode("utf-8")
@@ -270,22 +283,23 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         size=len(raw),
         reply=extract_reply(text, html_body),
         safe_html=sanitize_html(html_body) if html_body else None,
+        omitted_parts=omitted,
     )
 
 
-def parse_stored(source: Path | bytes, attachments: BlobStore) -> InboundMessage:
+def parse_stored(source: Path | bytes, attachments: BlobStore, max_parts: int | None = None) -> InboundMessage:
     """parse_message for a parse worker: large base64 attachments are decoded straight into
     `attachments` (ingest.large_mail) instead of through the email package, line by line; a
-    spooled mail (a Path) is never read whole. Returns the mail with `raw` empty, its sha256
-    and size those of the whole mail."""
+    spooled mail (a Path) is never read whole. Parts past `max_parts` are neither stored nor
+    parsed. Returns the mail with `raw` empty, its sha256 and size those of the whole mail."""
     try:
-        skeleton = skeleton_of(source, attachments)
+        skeleton = skeleton_of(source, attachments, max_parts)
     except Undecodable as e:
         raise ParseError(str(e)) from e
     if skeleton is None:  # nothing to take out, or a structure the walk does not follow
         raw = source if isinstance(source, bytes) else source.read_bytes()
-        return dataclasses.replace(parse_message(raw), raw=b"")
-    msg = parse_message(skeleton.raw, skeleton.parts)
+        return dataclasses.replace(parse_message(raw, {}, max_parts), raw=b"")  # {}: walked already
+    msg = parse_message(skeleton.raw, skeleton.parts, max_parts, omitted=skeleton.omitted)
     if isinstance(source, bytes):
         return dataclasses.replace(msg, raw=b"", sha256=hashlib.sha256(source).hexdigest(), size=len(source))
     digest = hashlib.sha256()

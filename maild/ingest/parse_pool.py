@@ -34,11 +34,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from maild.ingest.parse import InboundMessage, ParseError, parse_stored
 from maild.store.blobs import BlobStore, kept_in_database
+
+if TYPE_CHECKING:  # imported by workers that serve SMTP only
+    from maild.ingest.smtp import SessionGate
 
 log = structlog.get_logger("maild.parse")
 
@@ -62,12 +66,13 @@ def default_processes() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundMessage:
-    """In a worker: parse (ParseError propagates) and keep the attachments. A small mail's raw
+def parse_and_store(raw: bytes, raw_root: str, attachment_root: str, max_parts: int | None = None) -> InboundMessage:
+    """In a worker: parse (ParseError propagates) and keep the attachments, at most `max_parts`
+    of them ([protection] max_mime_parts). A small mail's raw
     bytes are the commit's to keep (store.raw_messages) and do not travel back: the caller
     holds them. A larger one's are put into the raw store here, and it comes back with their
     path."""
-    msg = parse_stored(raw, BlobStore(Path(attachment_root)))
+    msg = parse_stored(raw, BlobStore(Path(attachment_root)), max_parts)
     _store_attachments(msg, attachment_root)
     if kept_in_database(len(raw)):
         return msg
@@ -75,10 +80,10 @@ def parse_and_store(raw: bytes, raw_root: str, attachment_root: str) -> InboundM
     return dataclasses.replace(msg, raw_path=str(raw_path))
 
 
-def parse_spooled(spool: Path, raw_root: str, attachment_root: str) -> InboundMessage:
+def parse_spooled(spool: Path, raw_root: str, attachment_root: str, max_parts: int | None = None) -> InboundMessage:
     """A mail the receiver spooled to disk: large attachments decoded straight into the store,
     the file itself moved into the raw store. On ParseError the file stays where it is."""
-    msg = parse_stored(spool, BlobStore(Path(attachment_root)))
+    msg = parse_stored(spool, BlobStore(Path(attachment_root)), max_parts)
     _store_attachments(msg, attachment_root)
     with open(spool, "rb+") as f:
         os.fsync(f.fileno())
@@ -114,6 +119,7 @@ class SmtpInWorkers:
     spool_dir: str | None
     mailboxes: frozenset[str]
     serving: bool = False  # False until the daemon is ready (`ParsePool.serve_smtp`)
+    gate: SessionGate | None = None  # the session limits, its table shared by the workers (one row each)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +136,13 @@ class HandedOver:
 
 
 def parse_for_handover(raw: bytes | Path, mail_from: str, recipients: list[str], raw_root: str,
-                       attachment_root: str) -> HandedOver:
+                       attachment_root: str, max_parts: int | None = None) -> HandedOver:
     """In a worker serving SMTP: parse and store as the daemon would ask it to."""
     try:
         if isinstance(raw, Path):
-            msg = parse_spooled(raw, raw_root, attachment_root)
+            msg = parse_spooled(raw, raw_root, attachment_root, max_parts)
         else:
-            msg = parse_and_store(raw, raw_root, attachment_root)
+            msg = parse_and_store(raw, raw_root, attachment_root, max_parts)
             if msg.raw_path is None:  # the daemon has not got the bytes: they go with the mail
                 msg = dataclasses.replace(msg, raw=raw)
     except ParseError as e:
@@ -153,22 +159,24 @@ def _pickled(ok: bool, value: object) -> bytes:
         return pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value}")), pickle.HIGHEST_PROTOCOL)
 
 
-def answer_request(kind: int, payload: bytes, raw_root: str, attachment_root: str) -> bytes:
+def answer_request(kind: int, payload: bytes, raw_root: str, attachment_root: str,
+                   max_parts: int | None = None) -> bytes:
     """A parse request's answer, pickled: (True, the mail) or (False, the exception)."""
     try:
         if kind == _RAW:
-            return _pickled(True, parse_and_store(payload, raw_root, attachment_root))
+            return _pickled(True, parse_and_store(payload, raw_root, attachment_root, max_parts))
         if kind == _SPOOLED:
-            return _pickled(True, parse_spooled(Path(payload.decode()), raw_root, attachment_root))
+            return _pickled(True, parse_spooled(Path(payload.decode()), raw_root, attachment_root, max_parts))
         return _pickled(True, os.getpid())
     except Exception as e:  # the caller's to handle (ParseError, OSError): sent as it is
         return _pickled(False, e)
 
 
 def _serve(sock: socket.socket, raw_root: str, attachment_root: str, smtp: SmtpInWorkers | None = None,
-           handover: socket.socket | None = None) -> None:
+           handover: socket.socket | None = None, *, max_parts: int | None = None, slot: int = 0) -> None:
     """A worker: answers requests one at a time until its socket closes (the daemon is gone);
-    with `smtp`, serves SMTP sessions as well (ingest.smtp_worker)."""
+    with `smtp`, serves SMTP sessions as well (ingest.smtp_worker), counting them in row
+    `slot` of the shared session table."""
     # Ctrl-C and SIGTERM to the process group (systemd's stop) stop the daemon, which stops us
     # once our sessions' mail is committed; a worker that will not stop is killed by it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -180,7 +188,7 @@ def _serve(sock: socket.socket, raw_root: str, attachment_root: str, smtp: SmtpI
     if smtp is not None and handover is not None:
         from maild.ingest.smtp_worker import serve_in_worker
 
-        serve_in_worker(sock, handover, raw_root, attachment_root, smtp)
+        serve_in_worker(sock, handover, raw_root, attachment_root, smtp, max_parts, slot)
         os._exit(0)
     stream = sock.makefile("rb")
     while True:
@@ -191,7 +199,7 @@ def _serve(sock: socket.socket, raw_root: str, attachment_root: str, smtp: SmtpI
         payload = stream.read(length)
         if len(payload) < length:
             os._exit(0)
-        body = answer_request(kind, payload, raw_root, attachment_root)
+        body = answer_request(kind, payload, raw_root, attachment_root, max_parts)
         try:
             sock.sendall(_ANSWER.pack(request_id, len(body)) + body)
         except OSError:
@@ -261,9 +269,11 @@ class _Worker(Channel):
     """One worker process and the loop's end of its socket (and of its hand-over socket, when
     it serves SMTP: `serving`, the task answering what it hands over)."""
 
-    def __init__(self, process: BaseProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, process: BaseProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 slot: int = 0):
         super().__init__(reader, writer, f"parse worker {process.pid}")
         self.process = process
+        self.slot = slot  # its row in the shared SMTP session table, taken over by its successor
         self.serving: asyncio.Task[None] | None = None
 
 
@@ -310,13 +320,16 @@ class Parsing:
 class ParsePool:
     """Worker processes serving the event loop it was started on (`start`). With `smtp` they
     serve the SMTP sessions too, and hand each parsed mail to `handover`; if none can be
-    started, `serve_here` is called once with the sockets, for the daemon to serve them."""
+    started, `serve_here` is called once with the sockets, for the daemon to serve them.
+    `max_parts`: attachments kept per mail ([protection] max_mime_parts), fixed at start."""
 
     def __init__(self, processes: int, raw_root: Path, attachment_root: Path, *,
                  smtp: SmtpInWorkers | None = None, handover: HandOver | None = None,
-                 serve_here: Callable[[list[socket.socket]], Awaitable[None]] | None = None):
+                 serve_here: Callable[[list[socket.socket]], Awaitable[None]] | None = None,
+                 max_parts: int | None = None):
         self.processes = processes
         self.roots = (str(raw_root), str(attachment_root))
+        self.max_parts = max_parts
         self.smtp = smtp
         self.handover = handover
         self.serve_here = serve_here
@@ -332,13 +345,17 @@ class ParsePool:
     async def start(self) -> None:
         """Starts the workers and waits until each answers, so that the first mail need not."""
         self._loop = asyncio.get_running_loop()
-        self._workers = [await self._new_worker() for _ in range(self.processes)]
+        for _ in range(self.processes):
+            self._workers.append(await self._new_worker())
 
     async def _new_worker(self) -> _Worker:
+        # the first row of the session table no live worker counts in: a dead one's, if any
+        slot = min(set(range(self.processes)) - {w.slot for w in self._workers}, default=0)
         ours, theirs = socket.socketpair()
         handover = socket.socketpair() if self.smtp is not None else None
         args = (theirs, *self.roots) + ((self.smtp, handover[1]) if handover else ())
-        process = self._context.Process(target=_serve, args=args, daemon=True, name="maild-parse")
+        process = self._context.Process(target=_serve, args=args, kwargs={"max_parts": self.max_parts, "slot": slot},
+                                        daemon=True, name="maild-parse")
         try:
             await asyncio.to_thread(process.start)  # the forkserver starts first: not on the loop
         finally:
@@ -346,7 +363,7 @@ class ParsePool:
             if handover:
                 handover[1].close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        worker = _Worker(process, reader, writer)
+        worker = _Worker(process, reader, writer, slot)
         if handover:
             assert self.handover is not None
             reader, writer = await asyncio.open_connection(sock=handover[0])
@@ -394,13 +411,13 @@ class ParsePool:
     async def _run(self, kind: int, payload: bytes, job: Callable[..., InboundMessage],
                    first: bytes | Path) -> InboundMessage:
         if not self._workers:  # none could be started again: parse here rather than refuse mail
-            return await asyncio.to_thread(job, first, *self.roots)
+            return await asyncio.to_thread(job, first, *self.roots, self.max_parts)
         worker = min(self._workers, key=lambda w: len(w.pending) if w.alive else 1 << 30)
         try:
             msg = await worker.ask(next(self._ids), kind, payload)
         except WorkerDied:  # killed: a new one takes its place, and this mail is done here
             await self._replace(worker)
-            return await asyncio.to_thread(job, first, *self.roots)
+            return await asyncio.to_thread(job, first, *self.roots, self.max_parts)
         assert isinstance(msg, InboundMessage)
         return msg
 

@@ -137,7 +137,7 @@ class Receiver:
         if isinstance(raw, Path):
             if self.parser is not None:
                 return await self.parser.parse_spooled(raw)
-            return await asyncio.to_thread(parse_spooled, raw, *roots)
+            return await asyncio.to_thread(parse_spooled, raw, *roots, rt.config.protection.max_mime_parts)
         assert self.parser is not None
         return await self.parser.parse(raw)
 
@@ -165,7 +165,8 @@ class Receiver:
         without waiting, so that a poller can queue a whole batch into one commit; `finish()`
         waits and logs."""
         try:
-            msg = parsing.result() if parsing is not None else parse_message(raw)
+            msg = parsing.result() if parsing is not None else parse_message(
+                raw, max_parts=self.runtime.config.protection.max_mime_parts)
         except OSError as e:  # the worker could not write the blobs: nothing is kept, retry later
             log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
             return PendingReceive(lambda: ReceiveResult(stored=False, outcomes=[]))

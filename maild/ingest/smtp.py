@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
 import socket
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, MutableSequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,86 @@ log = structlog.get_logger("maild.smtp")
 
 NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
 TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
+TOO_MANY = "421 4.7.0 Too many connections"
+TOO_MANY_FROM_YOU = "421 4.7.0 Too many connections from your address"
+IDLE = "421 4.4.2 Idle too long, closing connection"
+# A command line (EHLO, MAIL, RCPT …) is buffered up to this much; aiosmtpd answers 500 past
+# RFC 5321's 512 octets anyway. A longer one is read and dropped piece by piece, never held.
+COMMAND_LINE_LIMIT = 4096
+# DATA is read in blocks of up to this much (ingest.smtp_data), whatever its lines' length.
+DATA_BLOCK_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """SPEC §11's SMTP limits ([protection]): sessions at once, from one client address, and
+    how long a session may say nothing."""
+
+    max_sessions: int = 200
+    max_per_client: int = 20
+    idle_timeout: float = 60.0
+
+
+class SessionGate:
+    """Counts SMTP sessions against SessionLimits, across every process serving the same
+    listening sockets: each process (a parse worker's `slot`) counts its own sessions in its
+    own row of a table in shared memory, and a new session is let in only if the sum over all
+    rows stays within the caps. A worker that dies leaves its row to the worker that takes its
+    slot, which clears it, so a killed worker's sessions do not count for ever. Per client, a
+    row holds counters of BUCKETS buckets by a hash of the address: two clients that share a
+    bucket share its cap (one chance in BUCKETS per pair), which errs on the strict side.
+
+    A session is counted before the sum is read, and turned away if the sum is over: two
+    sessions let in at the same instant by two workers can both be turned away at the cap,
+    never both let in past it.
+    """
+
+    BUCKETS = 16384
+    ROW = BUCKETS + 1  # [sessions, per-client bucket counters …]
+
+    def __init__(self, limits: SessionLimits, table: MutableSequence[int] | None = None, slots: int = 1,
+                 slot: int = 0):
+        self.limits = limits
+        self.slots = slots
+        self.slot = slot
+        self.table: MutableSequence[int] = table if table is not None else [0] * (slots * self.ROW)
+
+    @classmethod
+    def shared(cls, limits: SessionLimits, slots: int) -> SessionGate:
+        """A gate whose table the worker processes share (passed to them when they start)."""
+        return cls(limits, multiprocessing.RawArray("i", slots * cls.ROW), slots)
+
+    def for_slot(self, slot: int) -> SessionGate:
+        """This gate as one worker's: its row cleared of what a dead predecessor left there."""
+        gate = SessionGate(self.limits, self.table, self.slots, slot)
+        start = slot * self.ROW
+        self.table[start:start + self.ROW] = [0] * self.ROW
+        return gate
+
+    def _bucket(self, client: str) -> int:
+        return 1 + zlib.crc32(client.encode("utf-8", "surrogateescape")) % self.BUCKETS
+
+    def admit(self, client: str) -> str | None:
+        """Counts a new session from `client`; or, over a cap, the 421 to answer (not counted)."""
+        mine, bucket = self.slot * self.ROW, self._bucket(client)
+        t = self.table
+        t[mine] += 1
+        t[mine + bucket] += 1
+        rows = range(0, self.slots * self.ROW, self.ROW)
+        refusal = None
+        if sum(t[r] for r in rows) > self.limits.max_sessions:
+            refusal = TOO_MANY
+        elif sum(t[r + bucket] for r in rows) > self.limits.max_per_client:
+            refusal = TOO_MANY_FROM_YOU
+        if refusal is not None:
+            t[mine] -= 1
+            t[mine + bucket] -= 1
+        return refusal
+
+    def leave(self, client: str) -> None:
+        mine = self.slot * self.ROW
+        self.table[mine] -= 1
+        self.table[mine + self._bucket(client)] -= 1
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -29,18 +112,78 @@ _PLAIN_PATH_RE = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z
 
 
 class MaildSMTP(SMTP):
-    """aiosmtpd with DATA read in blocks (ingest.smtp_data) instead of line by line.
+    """aiosmtpd with DATA read in blocks (ingest.smtp_data) instead of line by line, and the
+    session limits of SPEC §11.
 
     Lines of any length are taken inside DATA: real mail has lines past RFC 5321's 1,000
     octets (Outlook HTML, unfolded base64), Postfix takes them, and so must a help desk that may
-    not lose a customer's mail; the message size limit bounds them. Command lines may be 1 MiB.
+    not lose a customer's mail; the message size limit bounds them. A command line is buffered
+    up to COMMAND_LINE_LIMIT only: 1 MB EHLO lines on hundreds of sessions grew a worker by
+    70 MB that it never gave back. The stream's limit is raised for DATA and put back after.
+
+    `gate` counts the session in (SessionGate) or turns it away with 421 before the greeting.
+    The idle timeout (aiosmtpd's `timeout`, reset by each command) does not cut a DATA that is
+    still arriving, nor a mail being committed.
     """
 
-    line_length_limit = 1024 * 1024
+    line_length_limit = COMMAND_LINE_LIMIT
 
-    def __init__(self, handler: Any, *, spool_dir: Path | None = None, **kwargs: Any):
+    def __init__(self, handler: Any, *, spool_dir: Path | None = None, gate: SessionGate | None = None,
+                 **kwargs: Any):
         super().__init__(handler, **kwargs)
         self.spool_dir = spool_dir  # where a large mail's DATA goes instead of memory
+        self.gate = gate
+        self._client: str | None = None  # counted by the gate while the session lasts
+        self._refused = False
+        self._in_data = False  # DATA is being read or its mail delivered
+        self._last_input = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.gate is not None and self._original_transport is None:  # not STARTTLS's second call
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0] if isinstance(peer, tuple) else peer)
+            refusal = self.gate.admit(client)
+            if refusal is not None:
+                self._refused = True
+                log.warning("smtp session refused", client=client, reason=refusal[10:],
+                            max_sessions=self.gate.limits.max_sessions,
+                            max_per_client=self.gate.limits.max_per_client)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._client = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client is not None and self.gate is not None:
+            self.gate.leave(self._client)
+            self._client = None
+        if self._refused:  # never a session: none of aiosmtpd's state to clean up
+            asyncio.StreamReaderProtocol.connection_lost(self, error)
+            return
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_input = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        idle = self.loop.time() - self._last_input
+        if self._in_data and idle < self._timeout_duration:  # still arriving, or being committed
+            self._reset_timeout(self._timeout_duration - idle if idle > 0 else None)
+            return
+        log.info("smtp session idle, closed", peer=str(self.session.peer if self.session else None),
+                 idle_timeout=self._timeout_duration)
+        if self.transport is not None and not self.transport.is_closing():  # RFC 5321 §4.5.3.2: 421, then close
+            self.transport.write(IDLE.encode() + b"\r\n")  # type: ignore[attr-defined]
+        super()._timeout_cb()
+
+    async def push(self, status: Any) -> None:
+        if status == "500 Command line too long":
+            log.warning("smtp command line too long, refused", peer=str(self.session.peer if self.session else None),
+                        limit=self.command_size_limit)
+        await super().push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """`<local@domain> …` of MAIL and RCPT, for plain addresses without the header parser
@@ -63,19 +206,28 @@ class MaildSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
+        self._reader._limit = DATA_BLOCK_LIMIT  # type: ignore[attr-defined]  # asyncio has no setter
         try:
-            data = await read_data(self._reader, self.data_size_limit, self.spool_dir)
-        except asyncio.CancelledError:
-            log.info("connection lost during DATA", peer=str(self.session.peer if self.session else None))
-            self._writer.close()
-            raise
-        if data.too_big:
-            self._set_post_data_state()
-            await self.push("552 Error: Too much mail data")
-            return
-        self.envelope.content = self.envelope.original_content = data.content
-        self.envelope.spooled = data.spooled  # type: ignore[attr-defined]  # the handler takes the file
-        status = await self._call_handler_hook("DATA")
+            try:
+                data = await read_data(self._reader, self.data_size_limit, self.spool_dir)
+            except asyncio.CancelledError:
+                log.info("connection lost during DATA", peer=str(self.session.peer if self.session else None))
+                self._writer.close()
+                raise
+            finally:
+                self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
+            if data.too_big:
+                self._set_post_data_state()
+                await self.push("552 Error: Too much mail data")
+                return
+            self.envelope.content = self.envelope.original_content = data.content
+            self.envelope.spooled = data.spooled  # type: ignore[attr-defined]  # the handler takes the file
+            self._last_input = float("inf")  # being delivered: not idle, however long the commit takes
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._in_data = False
+            self._last_input = self.loop.time()
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
 
@@ -109,8 +261,10 @@ class MaildHandler:
 
 
 def smtp_reply(result: ReceiveResult) -> str:
-    """The reply to DATA: 250 only for a mail that is stored (committed or quarantined)."""
-    return f"250 2.0.0 OK {result.summary}" if result.stored else TRY_LATER
+    """The reply to DATA: 250 only for a mail that is stored (committed or quarantined). It
+    says nothing of what became of the mail: anyone may send, and a case number (or that the
+    mail was quarantined) is not theirs to learn from the SMTP reply."""
+    return "250 2.0.0 OK" if result.stored else TRY_LATER
 
 
 def receiver_handler(receiver: Receiver) -> MaildHandler:
@@ -158,11 +312,15 @@ def bind_smtp_sockets(listen: list[str]) -> list[socket.socket]:
 
 async def start_smtp_servers(handler: MaildHandler, socks: list[socket.socket], hostname: str,
                              max_bytes: int, spool_dir: Path | None = None,
-                             start_serving: bool = True) -> list[asyncio.Server]:
+                             start_serving: bool = True, gate: SessionGate | None = None) -> list[asyncio.Server]:
+    """`gate`: the session limits, counted with other processes' sessions if it is shared;
+    None: the default limits, counted in this process."""
     loop = asyncio.get_running_loop()
+    gate = gate or SessionGate(SessionLimits())
 
     def factory() -> MaildSMTP:
         return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
-                         enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir)
+                         enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir, gate=gate,
+                         timeout=gate.limits.idle_timeout)
     return [await loop.create_server(factory, sock=sock, start_serving=start_serving)
             for sock in socks]

@@ -44,20 +44,23 @@ log = structlog.get_logger("maild.smtp")
 
 
 def serve_in_worker(requests: socket.socket, handover: socket.socket, raw_root: str, attachment_root: str,
-                    smtp: SmtpInWorkers) -> None:
+                    smtp: SmtpInWorkers, max_parts: int | None = None, slot: int = 0) -> None:
+    """`max_parts`: attachments kept per mail; `slot`: this worker's row in the session table
+    the workers share (smtp.gate), so that the session caps hold over all of them together."""
     from maild.logs import configure_logging
 
     configure_logging()
-    asyncio.run(_serve(requests, handover, raw_root, attachment_root, smtp))
+    asyncio.run(_serve(requests, handover, raw_root, attachment_root, smtp, max_parts, slot))
 
 
 class _WorkerSessions:
     """The worker's SMTP side: what is ours, and the mail being handed over."""
 
-    def __init__(self, daemon: Channel, smtp: SmtpInWorkers, roots: tuple[str, str]):
+    def __init__(self, daemon: Channel, smtp: SmtpInWorkers, roots: tuple[str, str], max_parts: int | None = None):
         self.daemon = daemon
         self.mailboxes = smtp.mailboxes
         self.roots = roots
+        self.max_parts = max_parts
         self.in_flight = 0
         self._idle = asyncio.Event()  # no mail being handed over
         self._idle.set()
@@ -70,7 +73,7 @@ class _WorkerSessions:
         self.in_flight += 1
         self._idle.clear()
         try:
-            handed = parse_for_handover(raw, mail_from, recipients, *self.roots)
+            handed = parse_for_handover(raw, mail_from, recipients, *self.roots, self.max_parts)
             try:
                 reply = await self.daemon.ask(next(self._ids), _HANDOVER,
                                               pickle.dumps(handed, pickle.HIGHEST_PROTOCOL))
@@ -91,13 +94,14 @@ class _WorkerSessions:
 
 
 async def _serve(requests: socket.socket, handover: socket.socket, raw_root: str, attachment_root: str,
-                 smtp: SmtpInWorkers) -> None:
+                 smtp: SmtpInWorkers, max_parts: int | None, slot: int) -> None:
     reader, writer = await asyncio.open_connection(sock=requests)
     daemon = Channel(*await asyncio.open_connection(sock=handover), name="the daemon")
-    sessions = _WorkerSessions(daemon, smtp, (raw_root, attachment_root))
+    sessions = _WorkerSessions(daemon, smtp, (raw_root, attachment_root), max_parts)
     servers = await start_smtp_servers(MaildHandler(sessions.is_ours, sessions.deliver), smtp.listen,
                                        smtp.hostname, smtp.max_bytes,
-                                       Path(smtp.spool_dir) if smtp.spool_dir else None, smtp.serving)
+                                       Path(smtp.spool_dir) if smtp.spool_dir else None, smtp.serving,
+                                       smtp.gate.for_slot(slot) if smtp.gate is not None else None)
     try:
         while True:
             request_id, kind, payload = await read_request(reader)
@@ -114,7 +118,7 @@ async def _serve(requests: socket.socket, handover: socket.socket, raw_root: str
                 await sessions.finish(float(payload.decode()))
                 body = _pickled(True, None)
             else:
-                body = answer_request(kind, payload, raw_root, attachment_root)
+                body = answer_request(kind, payload, raw_root, attachment_root, max_parts)
             writer.write(answer_frame(request_id, body))
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the daemon closed our socket: it is stopping, or gone
