@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
@@ -57,6 +58,8 @@ from maild.threading.subject import CASE_TAG_RE, strip_prefixes
 from maild.threading.tokens import split_plus_address
 
 __all__ = ["Delivery", "Outcome", "ingest_message"]
+
+log = structlog.get_logger("maild.pipeline")
 
 REOPENING_STAGES = ("pending", "resolved")
 
@@ -170,6 +173,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
     body = reply.text if reply.text.strip() else msg.text
     post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
+    _note_omitted_parts(session, msg, stored, case, rt)
     if not created:
         events.append(case_store.record_event(session, case, "post_public", sender.email, now, post=post.id))
         events += _attachment_events(session, case, post, sender.email, now)
@@ -275,6 +279,21 @@ def apply_rules(session: Session, rt: Runtime, case: Case, events: list[Event], 
     return routed
 
 
+def _note_omitted_parts(session: Session, msg: InboundMessage, stored: Message, case: Case, rt: Runtime) -> None:
+    """Parts past [protection] max_mime_parts were not kept as attachments (SPEC §11): an
+    internal note tells the agents, so that none takes the case's files for the whole mail."""
+    if not msg.omitted_parts:
+        return
+    limit = rt.config.protection.max_mime_parts
+    where = f"maild message raw <{msg.message_id}>" if msg.message_id else f"its raw message, sha256 {msg.sha256}"
+    log.warning("mime parts over the limit, kept only in the raw message", message_id=msg.message_id,
+                case=case.number, omitted=msg.omitted_parts, limit=limit)
+    insert_row(session, Post(case_number=case.number, message_pk=stored.id, visibility="internal", author="system",
+                             author_kind="system", source="system", created_at=rt.clock(),
+                             body=f"{msg.omitted_parts} MIME parts beyond the limit of {limit} were not kept as "
+                                  f"attachments; they remain in the raw message ({where})."))
+
+
 def _safe_filename(name: str) -> str:
     """A display name only (bytes are stored by hash): no paths, controls or absurd lengths."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -318,6 +337,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
         post = _add_post(session, msg, stored, case, actor, "agent", visibility, parsed.text, rt, html="")
         events.append(case_store.record_event(session, case, f"post_{visibility}", actor, now, post=post.id))
         events += _attachment_events(session, case, post, actor, now)
+    _note_omitted_parts(session, msg, stored, case, rt)
     events += detach_attachments(session, case, [c.filename for c in plan.changes if isinstance(c, DetachRequest)],
                                  actor=actor, via="mail", now=now)
     routed = apply_rules(session, rt, case, events, post=post, sender=actor)
