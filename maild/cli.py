@@ -151,7 +151,9 @@ def inspect(config_path: str | None, files: tuple[str, ...], as_json: bool) -> N
     from pathlib import Path
 
     from maild.inspect import inspect_file
+    from maild.logs import configure_logging
 
+    configure_logging("WARNING")  # what the pipeline logs goes to stderr; stdout is the answer
     cfg = _load(config_path)
     engine = _engine(cfg)
     for name in files:

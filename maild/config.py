@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from maild.headers import is_plain_address
+
 FREE_MAIL_DOMAINS = (
     "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com",
     "msn.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com", "aol.com",
@@ -356,7 +358,7 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str]) -> 
 # --- cross-field checks ------------------------------------------------------------------
 
 def _check_address(value: str | None, path: str, problems: list[str]) -> None:
-    if value is not None and not ADDRESS_RE.match(value):
+    if value is not None and not (ADDRESS_RE.match(value) and is_plain_address(value)):
         problems.append(f"{path}: {value!r} is not an email address")
 
 

@@ -130,7 +130,7 @@ async def serve(config_path: str | None) -> None:
 
     if processes > 0:  # the workers serve SMTP, parse, and hand the mail to this process to commit
         smtp = SmtpInWorkers(listening, cfg.server.hostname, cfg.smtp.max_message_bytes, str(spool),
-                             rt.mailbox_addresses, gate=SessionGate.shared(limits, processes))
+                             rt.accepted_addresses, gate=SessionGate.shared(limits, processes))
 
         async def handover(handed: HandedOver) -> str:
             return smtp_reply(await receiver.receive_handed_over(handed))
@@ -159,7 +159,7 @@ async def serve(config_path: str | None) -> None:
             report_template_problems(new_rt)
             receiver.swap_runtime(new_rt)
             if receiver.parser is not None:
-                receiver.parser.set_mailboxes(new_rt.mailbox_addresses)
+                receiver.parser.set_mailboxes(new_rt.accepted_addresses)
         except ConfigError as e:
             log.error("reload refused, running config kept", problems=e.problems)
             return

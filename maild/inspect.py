@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from maild.config import Config
-from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
+from maild.ingest.delivery import Delivery, Quarantined, header_envelope_sender, header_recipients
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.runtime import build_runtime
@@ -46,6 +46,8 @@ def inspect_file(cfg: Config, engine: Engine, path: Path) -> dict[str, Any]:
         session.begin()
         try:
             outcome = ingest_message(session, msg, delivery, rt)
+        except Quarantined as e:
+            outcome = e.outcome
         finally:
             session.rollback()
     return {
@@ -63,6 +65,7 @@ def inspect_file(cfg: Config, engine: Engine, path: Path) -> dict[str, Any]:
         "action": outcome.action,
         "classification": outcome.classification,
         "bounced_addresses": outcome.bounced_addresses,
+        "reason": outcome.reason or None,
         "would_notify": outcome.notified,
         "acknowledgement": outcome.acknowledgement,
     }

@@ -14,7 +14,7 @@ from maild.notify.render import TemplateRenderer
 from maild.rules.calendar import calendars_by_name
 from maild.rules.senders import TxtLookup, dns_txt_lookup
 from maild.store.blobs import BlobStore, DryRunBlobStore
-from maild.threading.tokens import load_or_create_secret
+from maild.threading.tokens import BOUNCE_LOCAL, load_or_create_secret
 
 
 def utc_now() -> datetime:
@@ -35,6 +35,13 @@ class Runtime:
     @cached_property
     def mailbox_addresses(self) -> frozenset[str]:
         return frozenset(m.address.lower() for m in self.config.mailboxes)
+
+    @cached_property
+    def accepted_addresses(self) -> frozenset[str]:
+        """What SMTP RCPT takes (with `+tag` forms): the mailboxes and the VERP return path
+        `bounces@` of each mailbox domain, where bounces of maild's own mail come back."""
+        domains = {a.partition("@")[2] for a in self.mailbox_addresses}
+        return self.mailbox_addresses | {f"{BOUNCE_LOCAL}@{d}" for d in domains}
 
     @cached_property
     def agent_addresses(self) -> frozenset[str]:

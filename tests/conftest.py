@@ -11,11 +11,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis  # noqa: F401  imported before any test: see below
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from maild.store.db import make_engine, upgrade_database
 from tests.support.sink import Sink
+
+# hypothesis's pytest plugin imports hypothesis only at the end of the run; by then a test that
+# met a RecursionError (deep MIME nesting) has left CPython 3.11's AST compiler in a state where
+# pytest's assertion rewriting of that import fails ("AST constructor recursion depth mismatch")
+# and the whole run exits non-zero. Importing it first avoids that.
 
 PG_ADMIN_URL = os.environ.get("MAILD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -154,8 +154,10 @@ def test_subject_tag_threads_only_for_participants(desk: Desk) -> None:
     assert (mine.case_number, mine.matched_by) == (n, "subject")
     stranger = desk.ingest(mail("mallory@evil.test", f"[#{n}] let me in"))
     assert stranger.action == "created" and stranger.case_number != n
+    # an agent's address alone is no participant: unauthenticated, the mail is held (SPEC §6)
     agent = desk.ingest(mail("alice@example.com", f"[#{n}] note"), mail_from="alice@example.com")
-    assert agent.case_number == n
+    assert (agent.action, agent.case_number) == ("held", None)
+    assert agent.agent_reason.startswith("held: unauthenticated agent address")
 
 
 def test_forged_token_opens_a_new_case(desk: Desk) -> None:

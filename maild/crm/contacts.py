@@ -27,6 +27,7 @@ from maild.crm.organizations import (
     missing_required,
     set_fields,
 )
+from maild.headers import is_plain_address
 from maild.store.contacts import ensure_organization
 from maild.store.models import Case, CaseParticipant, Contact, ContactNote, ContactTag, Organization
 
@@ -41,7 +42,7 @@ SET_STATES = ("active", "inactive")  # "bouncing" is set by bounces, not by hand
 
 def normalize_email(value: str) -> str:
     email = value.strip().lower()
-    if not EMAIL_RE.match(email):
+    if not EMAIL_RE.match(email) or not is_plain_address(email):  # what a header can carry as it is
         raise CrmError(f"{value.strip()!r} is not an email address")
     return email
 

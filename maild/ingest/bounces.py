@@ -1,19 +1,46 @@
-"""Bounces (DSNs): they never open a case; they note the failure on the case and mark the
-address as bouncing, so no automatic mail goes there until it writes again (SPEC §11)."""
+"""Bounces (DSNs): they never open a case; a believed one notes the failure on the case and
+marks the address as bouncing, so no automatic mail goes there until it writes again (SPEC §11).
+
+A bounce is believed only when it refers to mail maild sent: its envelope recipient is a VERP
+return path maild issued (`bounces+<signed token>@…`), or it returns the Message-ID of an
+outbound mail. Then the address that bounced is that mail's recipient, whatever the DSN says:
+anyone can write a DSN naming someone else's address, so one from anywhere else changes nothing
+and is quarantined with the reason.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from maild.ingest.delivery import Outcome
+from maild.ingest.delivery import Delivery, Outcome, Quarantined
 from maild.ingest.parse import InboundMessage
 from maild.notify.fanout import queue_notifications
 from maild.rules.loops import Classification
 from maild.runtime import Runtime
 from maild.store import cases as case_store
-from maild.store.models import Case, Contact, Message, Post
-from maild.store.rows import insert_row
+from maild.store.models import Case, Contact, Message, OutboxMail, Post
+from maild.store.rows import insert_row, read
+from maild.threading.tokens import verify_bounce_address
+
+log = structlog.get_logger("maild.bounces")
+
+NOT_OURS = "bounce of mail not sent by maild"
+
+_SENT_BY_ID = select(OutboxMail.message_id, OutboxMail.case_number, OutboxMail.recipient).where(
+    OutboxMail.message_id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class BouncedMail:
+    """One of maild's own mails that a bounce refers to."""
+
+    message_id: str
+    case_number: int | None
+    recipient: str
 
 
 def original_message_ids(msg: InboundMessage) -> list[str]:
@@ -21,29 +48,56 @@ def original_message_ids(msg: InboundMessage) -> list[str]:
     return list(msg.in_reply_to) + list(msg.references) + list(msg.returned_message_ids)
 
 
-def ingest_bounce(session: Session, msg: InboundMessage, stored: Message,
-                   classification: Classification, rt: Runtime) -> Outcome:
-    """A DSN never opens a case: it notes the failure on the case and marks the address."""
+def bounced_mails(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime) -> tuple[list[BouncedMail],
+                                                                                                     str]:
+    """maild's mails the bounce refers to, and how that was found ("verp" or "message-id")."""
+    hostname = rt.config.server.hostname
+    verp = [local for r in delivery.recipients if (local := verify_bounce_address(rt.secret, r)) is not None]
+    if verp:
+        ids = [f"{local}@{hostname}" for local in verp]
+        found = [BouncedMail(*row) for row in read(session, _SENT_BY_ID, {"ids": ids})]
+        if not found:  # issued under another hostname: the token's hex is the Message-ID's left part
+            like = [session.execute(select(OutboxMail.message_id, OutboxMail.case_number, OutboxMail.recipient)
+                                    .where(OutboxMail.message_id.like(f"{local}@%"))).first() for local in verp]
+            found = [BouncedMail(*row) for row in like if row is not None]
+        if found:
+            return found, "verp"
+    ids = [i for i in original_message_ids(msg) if i]
+    found = [BouncedMail(*row) for row in read(session, _SENT_BY_ID, {"ids": ids})] if ids else []
+    return found, "message-id"
+
+
+def ingest_bounce(session: Session, msg: InboundMessage, stored: Message, classification: Classification,
+                  delivery: Delivery, rt: Runtime) -> Outcome:
+    """A believed DSN notes the failure on the case and marks the address; any other is quarantined."""
     now = rt.clock()
-    number = case_store.case_by_message_ids(session, original_message_ids(msg))
-    for address in classification.bounced_addresses:
+    mails, how = bounced_mails(session, msg, delivery, rt)
+    if not mails:
+        log.warning("bounce not believed", message_id=msg.message_id, reason=NOT_OURS,
+                    named=classification.bounced_addresses)
+        raise Quarantined(NOT_OURS, Outcome("quarantined", None, "none", "bounce", acknowledgement="none: bounce",
+                                            bounced_addresses=list(classification.bounced_addresses),
+                                            reason=NOT_OURS))
+    failed = list(dict.fromkeys(m.recipient for m in mails))
+    for address in failed:
         contact = session.scalars(select(Contact).where(Contact.email == address)).first()
         if contact is not None:
             contact.state = "bouncing"
+    number = next((m.case_number for m in mails if m.case_number is not None), None)
+    log.info("bounce believed", message_id=msg.message_id, by=how, bounced=failed, case=number)
     stored.case_number = number
-    stored.matched_by = "references" if number else "none"
+    stored.matched_by = how if number else "none"
     insert_row(session, stored)
     if number is not None:
         case = session.get(Case, number)
         assert case is not None
-        failed = ", ".join(classification.bounced_addresses) or "an unknown address"
         post = Post(case_number=number, message_pk=stored.id, visibility="internal", author="system",
                     author_kind="system", source="system",
-                    body=f"Delivery failed to {failed}. No automatic mail goes there until it writes again.",
+                    body=f"Delivery failed to {', '.join(failed)}. No automatic mail goes there until it writes again.",
                     created_at=now)
         insert_row(session, post)
         event = case_store.record_event(session, case, "post_internal", "system", now, post=post.id)
         queue_notifications(session, rt, case, [event], post=post, in_reply_to=msg.message_id)
     return Outcome("bounce", number, stored.matched_by, "bounce",
                    visibility="internal" if number else None, acknowledgement="none: bounce",
-                   bounced_addresses=list(classification.bounced_addresses))
+                   bounced_addresses=failed, reason=f"bounce believed: it names mail maild sent ({how})")

@@ -39,9 +39,9 @@ class Delivery:
 class Outcome:
     """What the pipeline did with one mail: logged, shown by `maild inspect`."""
 
-    action: str  # created | threaded | duplicate | bounce | refused | ignored
+    action: str  # created | threaded | duplicate | bounce | refused | ignored | held | quarantined
     case_number: int | None
-    matched_by: str  # token | references | subject | new | duplicate | none
+    matched_by: str  # token | references | subject | new | duplicate | none | held | release | verp
     classification: str
     visibility: str | None = None
     acknowledgement: str | None = None  # who was acknowledged, or why not
@@ -53,3 +53,14 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
     bounced_addresses: list[str] = field(default_factory=list)
+    reason: str = ""  # why a bounce was believed or quarantined
+
+
+class Quarantined(Exception):
+    """Raised by the pipeline for a mail it must keep aside unchanged (nothing of its transaction
+    is written): the adapter quarantines the raw bytes with `reason`, which a person can act on."""
+
+    def __init__(self, reason: str, outcome: Outcome):
+        super().__init__(reason)
+        self.reason = reason
+        self.outcome = outcome

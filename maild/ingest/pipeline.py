@@ -7,32 +7,41 @@ adapters around it; they commit, and only then answer 250 or move the IMAP messa
 `maild inspect` runs it and rolls back.
 
 The steps, in order:
-1. idempotency: the same Message-ID (or content) into the same mailbox is stored once;
-2. classification for loop protection; bounces go to `bounces.ingest_bounce`;
-3. matching to a case (threading.match) and who is speaking (rules.senders);
-4. an agent's reply: commands all-or-nothing, then a note or a public post (`_agent_mail`);
+1. idempotency: the same mail (Message-ID, sender and content; or the raw bytes' hash where
+   there is no Message-ID) into the same mailbox is stored once; another mail reusing a
+   Message-ID is stored as its own;
+2. classification for loop protection; bounces go to `bounces.ingest_bounce`, which believes
+   only bounces of mail maild sent;
+3. an agent's reply to the notice of a held mail releases that mail (`_release_held`);
+4. matching to a case (threading.match) and who is speaking (rules.senders); a mail whose From
+   is an agent's but that is not authenticated is held (`_hold_agent_mail`): it joins no case;
+5. an agent's reply: commands all-or-nothing, then a note or a public post (`_agent_mail`);
    anything else: a customer's post or a new case (`_customer_mail`);
-5. notifications of the transaction's events, one mail per recipient (notify.fanout).
+6. notifications of the transaction's events, one mail per recipient (notify.fanout).
+Every trust decision (agent or not, held, bounce believed or not) is in the Outcome with its
+reason, which the SMTP/IMAP log line and `maild inspect` show.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig
 from maild.ingest.bounces import ingest_bounce
 from maild.ingest.delivery import Delivery, Outcome
-from maild.ingest.parse import InboundMessage
+from maild.ingest.parse import InboundMessage, parse_message
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
 from maild.notify.audiences import Recipient
 from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail, start_stream
 from maild.notify.fanout import queue_notifications
+from maild.notify.held import queue_hold_notice
 from maild.rules.commands import (
     Command,
     DetachRequest,
@@ -43,19 +52,19 @@ from maild.rules.commands import (
 )
 from maild.rules.loops import Classification, classify
 from maild.rules.routing import Facts, plan_rules
-from maild.rules.senders import identify_speaker
+from maild.rules.senders import Speaker, identify_speaker
 from maild.runtime import Runtime
 from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
-from maild.store.raw_messages import keep_raw
+from maild.store.raw_messages import keep_raw, raw_message
 from maild.store.rows import insert_persistent, insert_row, insert_rows, read
 from maild.store.sla_state import apply_contract, follow_sla, start_sla
-from maild.threading.match import Match, match_case
+from maild.threading.match import Match, find_held_token, match_case
 from maild.threading.reply import extract_reply
 from maild.threading.subject import CASE_TAG_RE, strip_prefixes
-from maild.threading.tokens import split_plus_address
+from maild.threading.tokens import ReplyToken, agent_key, split_plus_address
 
 __all__ = ["Delivery", "Outcome", "ingest_message"]
 
@@ -87,6 +96,8 @@ class DbLookup:
 # Statements of every mail, built once: building one costs more than running it.
 _STORED = select(Message.case_number, Message.classification).where(
     Message.mailbox == bindparam("mailbox"), Message.dedup_key == bindparam("key"))
+_SAME_MESSAGE_ID = select(Message.dedup_key, Message.from_address, Message.case_number, Message.classification).where(
+    Message.mailbox == bindparam("mailbox"), Message.message_id == bindparam("message_id"))
 _KINDS_SENT = select(OutboxMail.kind).where(OutboxMail.message_id.in_(bindparam("ids", expanding=True)))
 _LAST_FROM = (select(Message.message_id)
               .where(Message.case_number == bindparam("case"), Message.message_id.is_not(None),
@@ -94,16 +105,51 @@ _LAST_FROM = (select(Message.message_id)
               .order_by(Message.id.desc()).limit(1))
 
 
+def content_digest(msg: InboundMessage) -> str:
+    """What makes one mail the same mail whichever way it came (relays add Received headers)."""
+    digest = hashlib.sha256()
+    for part in (msg.sender.address if msg.sender else "", msg.header("Date") or "", msg.subject, msg.text,
+                 msg.html or "", *(a.sha256 for a in msg.attachments)):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:32]
+
+
 def dedup_key(msg: InboundMessage) -> str:
-    return msg.message_id or f"sha256:{msg.sha256}"
+    """Message-ID and content: a stranger who sends first with someone's Message-ID does not make
+    the real mail a duplicate (SPEC §4). Without a Message-ID, the raw bytes' hash."""
+    if msg.message_id:
+        return f"{msg.message_id[:900]} {content_digest(msg)}"
+    return f"sha256:{msg.sha256}"
 
 
-def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime) -> Outcome:
+def stored_before(session: Session, msg: InboundMessage, mailbox: str, key: str) -> Outcome | None:
+    """The Outcome of a mail stored already (ingestion is idempotent), or None. A different mail
+    reusing a stored Message-ID is logged and goes on to be stored as its own: nothing is dropped."""
+    if not msg.message_id:
+        for case_number, classification in read(session, _STORED, {"mailbox": mailbox, "key": key}):
+            return Outcome("duplicate", case_number, "duplicate", classification)
+        return None
+    rows = read(session, _SAME_MESSAGE_ID, {"mailbox": mailbox, "message_id": msg.message_id})
+    sender = msg.sender.address if msg.sender else ""
+    for stored_key, from_address, case_number, classification in rows:
+        # a key of before content keys (the bare Message-ID) counts when the sender is the same
+        if stored_key == key or (stored_key == msg.message_id and from_address == sender):
+            return Outcome("duplicate", case_number, "duplicate", classification)
+    if rows:
+        log.warning("Message-ID reused by a different mail, stored as a mail of its own", message_id=msg.message_id,
+                    mailbox=mailbox, sender=sender, earlier_senders=sorted({r[1] for r in rows}))
+    return None
+
+
+def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime, *,
+                   released_by: AgentConfig | None = None) -> Outcome:
+    """`released_by`: the agent whose reply to a hold notice vouches for this (held) mail."""
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
-    for case_number, classification in read(session, _STORED, {"mailbox": mailbox, "key": key}):
-        return Outcome("duplicate", case_number, "duplicate", classification)
+    duplicate = stored_before(session, msg, mailbox, key)
+    if duplicate is not None:
+        return duplicate
 
     now = rt.clock()
     classification = classify(msg, delivery.envelope_sender, rt.mailbox_addresses, cfg.server.hostname)
@@ -111,11 +157,18 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
         keep_raw(session, rt.raw_store, msg.sha256, msg.raw)
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
-                     subject=msg.subject[:2000], classification=classification.kind, received_at=now)
+                     subject=msg.subject[:1000], classification=classification.kind, received_at=now)
     # written (store.rows) once its case is known: one INSERT, not an INSERT and an UPDATE
 
     if classification.kind == "bounce":
-        return ingest_bounce(session, msg, stored, classification, rt)
+        return ingest_bounce(session, msg, stored, classification, delivery, rt)
+
+    recipients = [*delivery.recipients, *(a.address for a in msg.to + msg.cc)]
+    held_token = find_held_token(recipients, rt.mailbox_addresses, rt.secret)
+    if held_token is not None and released_by is None:
+        released = _release_held(session, msg, stored, held_token, delivery, classification, rt)
+        if released is not None:
+            return released
 
     match = match_case(msg, delivery.recipients, rt.mailbox_addresses, rt.secret,
                        DbLookup(session, rt.agent_addresses))
@@ -124,12 +177,18 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
         stored.matched_by = match.rule
         insert_row(session, stored)
         return Outcome("ignored", None, match.rule, classification.kind, acknowledgement="none: no sender address")
+    if released_by is not None:
+        speaker = Speaker(released_by, "released: the agent replied to the notice of this held mail")
+    else:
+        speaker = identify_speaker(msg, match.token, cfg, rt.txt_lookup)
+        claimed = cfg.agent(sender_address)
+        if claimed is not None and speaker.agent is None:
+            return _hold_agent_mail(session, msg, stored, claimed, speaker, match, classification, delivery, rt)
     sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now,
                             last_mail_at=now)
     if sender.state == "bouncing":
         sender.state = "active"  # it writes again
 
-    speaker = identify_speaker(msg, match.token, cfg, rt.txt_lookup)
     case = session.get(Case, match.case_number) if match.case_number is not None else None
     if speaker.agent is not None and case is not None:
         outcome = _agent_mail(session, msg, stored, case, speaker.agent, match, classification, rt)
@@ -137,6 +196,57 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
         outcome = _customer_mail(session, msg, stored, case, sender, match, classification, delivery, rt)
     outcome.is_agent = speaker.is_agent
     outcome.agent_reason = speaker.reason
+    return outcome
+
+
+# --- mail from an agent's address that is not authenticated (SPEC §6) ----------------------
+
+def _hold_agent_mail(session: Session, msg: InboundMessage, stored: Message, agent: AgentConfig, speaker: Speaker,
+                     match: Match, classification: Classification, delivery: Delivery, rt: Runtime) -> Outcome:
+    """Stored, but joins no case, adds no participant and reaches no customer: a From header costs
+    nothing to forge. The real agent gets one notice with the text; their reply releases it."""
+    reason = f"held: unauthenticated agent address ({speaker.reason})"
+    stored.matched_by = "held"
+    insert_row(session, stored)
+    notified = []
+    if classification.kind == "normal":  # a robot's mail from that address gets no notice: no loops
+        case = session.get(Case, match.case_number) if match.case_number is not None else None
+        queue_hold_notice(session, rt, held_pk=stored.id, message_id=msg.message_id, subject=msg.subject,
+                          text=msg.text, attachments=[a.filename for a in msg.attachments], agent=agent,
+                          mailbox=delivery.mailbox.address, mailbox_name=delivery.mailbox.name or "Support", case=case,
+                          reason=speaker.reason)
+        notified.append(agent.email.lower())
+    log.warning("agent-address mail held", message_id=msg.message_id, agent=agent.email, reason=reason,
+                aimed_at_case=match.case_number, notice=bool(notified))
+    return Outcome("held", None, "held", classification.kind, acknowledgement="none: held", agent_reason=reason,
+                   notified=notified, reply_text=(msg.reply.text if msg.reply is not None else msg.text))
+
+
+def _release_held(session: Session, msg: InboundMessage, stored: Message, token: ReplyToken, delivery: Delivery,
+                  classification: Classification, rt: Runtime) -> Outcome | None:
+    """The agent's reply to a hold notice: the held mail goes through the pipeline as theirs. None
+    when this mail cannot release it (another sender, a robot): it goes on as any other mail."""
+    sender = msg.sender.address if msg.sender else ""
+    agent = rt.config.agent(sender) if sender else None
+    if agent is None or token.agent_key != agent_key(agent.email) or classification.kind != "normal":
+        log.warning("hold notice token not honoured", message_id=msg.message_id, sender=sender,
+                    reason="not the agent it was issued to" if classification.kind == "normal" else classification.kind)
+        return None
+    held = session.get(Message, token.case_number)
+    stored.matched_by = "release"
+    if held is None or held.matched_by != "held":
+        insert_row(session, stored)
+        return Outcome("ignored", held.case_number if held else None, "release", classification.kind, is_agent=True,
+                       agent_reason="token: this held mail was released already")
+    held_msg = parse_message(raw_message(session, rt.raw_store, held.sha256))
+    mailbox = rt.config.mailbox(held.mailbox) or delivery.mailbox
+    session.execute(delete(Message).where(Message.id == held.id))  # stored again, now as the agent's
+    session.expunge(held)
+    outcome = ingest_message(session, held_msg, Delivery(mailbox=mailbox, recipients=[], envelope_sender=None,
+                                                         via="release"), rt, released_by=agent)
+    stored.case_number = outcome.case_number
+    insert_row(session, stored)
+    log.info("held mail released", message_id=held_msg.message_id, agent=agent.email, case=outcome.case_number)
     return outcome
 
 
@@ -150,11 +260,12 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     if case is not None and case.stage == "closed":
         linked, case = case.number, None  # a reply to a closed case opens a new, linked one
     created = case is None
+    takes_part = created or sender.email in case_store.customer_addresses(session, case)
     if case is None:
         case = _open_case(session, msg, delivery, sender, linked, now)
         start_stream(session, case.number, [msg.message_id] if msg.message_id else [])
         events.append(case_store.record_event(session, case, "case_created", sender.email, now))
-    elif case.stage in REOPENING_STAGES and sender.email in case_store.customer_addresses(session, case):
+    elif case.stage in REOPENING_STAGES and takes_part:
         # only the customer side reopens: not a stranger holding a token, nor an unauthenticated
         # mail from an agent's address
         case_store.record_change(session, case, field="stage", old=case.stage, new="open", actor=sender.email,
@@ -168,8 +279,10 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     stored.matched_by = "new" if created else match.rule
     insert_row(session, stored)
 
-    if rt.config.contacts.cc_participants:
-        _add_cc_participants(session, msg, case, sender.email, rt)
+    if not takes_part and match.rule == "references":
+        case_store.add_participant(session, case, sender)  # they were in the conversation (SPEC §4) ...
+    elif takes_part and rt.config.contacts.cc_participants:
+        _add_cc_participants(session, msg, case, sender.email, rt)  # ... but only participants bring others
     reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
     body = reply.text if reply.text.strip() else msg.text
     post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
@@ -214,12 +327,24 @@ def _open_case(session: Session, msg: InboundMessage, delivery: Delivery, reques
 
 
 def _add_cc_participants(session: Session, msg: InboundMessage, case: Case, sender: str, rt: Runtime) -> None:
-    own = rt.mailbox_addresses | rt.agent_addresses
+    """At most `[protection] max_participants_per_mail` new ones: one mail with a long Cc list
+    must not turn the desk into an amplifier (SPEC §11)."""
+    own = rt.accepted_addresses | rt.agent_addresses
+    limit = rt.config.protection.max_participants_per_mail
+    added: list[str] = []
+    left_out: list[str] = []
     for a in msg.to + msg.cc:
         if a.address == sender or split_plus_address(a.address)[0] in own:
             continue
+        if len(added) >= limit:
+            left_out.append(a.address)
+            continue
         contact = ensure_contact(session, a.address, a.name, rt.config.organizations, rt.clock())
-        case_store.add_participant(session, case, contact)
+        if case_store.add_participant(session, case, contact):
+            added.append(a.address)
+    if left_out:
+        log.warning("participants per mail over the limit", case=case.number, limit=limit, added=len(added),
+                    left_out=len(left_out), message_id=msg.message_id)
 
 
 def _add_post(session: Session, msg: InboundMessage, stored: Message, case: Case, author: str, author_kind: str,

@@ -16,14 +16,14 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from maild.ingest.delivery import Delivery, Outcome
+from maild.ingest.delivery import Delivery, Outcome, Quarantined
 from maild.ingest.parse import InboundMessage, ParseError, parse_message
 from maild.ingest.parse_pool import HandedOver, ParsePool, Parsing, parse_spooled
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.runtime import Runtime
-from maild.threading.tokens import split_plus_address
+from maild.threading.tokens import BOUNCE_LOCAL, split_plus_address
 
 log = structlog.get_logger("maild.ingest")
 
@@ -71,6 +71,10 @@ def deliveries_for(rt: Runtime, recipients: list[str], mail_from: str | None,
     by_mailbox: dict[str, list[str]] = {}
     for rcpt in recipients:
         base, _ = split_plus_address(rcpt)
+        if base.partition("@")[0] == BOUNCE_LOCAL:  # a VERP return path: the first mailbox of its domain
+            domain = base.partition("@")[2]
+            base = next((m.address.lower() for m in rt.config.mailboxes if m.address.lower().endswith("@" + domain)),
+                        base)
         if rt.config.mailbox(base) is not None:
             by_mailbox.setdefault(base, []).append(rcpt.lower())
     return [Delivery(mailbox=rt.config.mailbox(base), recipients=rcpts,  # type: ignore[arg-type]
@@ -189,12 +193,15 @@ class Receiver:
                 log.error("message not stored, sender must retry", message_id=msg.message_id, error=str(e),
                           via=via)
                 return ReceiveResult(stored=False, outcomes=[])
+            except Quarantined as e:  # kept aside by decision: the reason says why
+                return self.start_quarantine(raw, e.reason, mail_from, recipients, also).finish()
             except Exception as e:
                 reason = f"processing failed: {type(e).__name__}: {e}"
                 return self.start_quarantine(raw, reason, mail_from, recipients, also).finish()
             for d, o in zip(deliveries, outcomes, strict=True):
                 log.info("message ingested", message_id=msg.message_id, mailbox=d.mailbox.address,
-                         case=o.case_number, outcome=o.action, matched_by=o.matched_by,
+                         case=o.case_number, outcome=o.action, matched_by=o.matched_by, is_agent=o.is_agent,
+                         agent_reason=o.agent_reason or None, reason=o.reason or None,
                          classification=o.classification, visibility=o.visibility,
                          acknowledgement=o.acknowledgement, via=via, size=msg.size)
             return ReceiveResult(stored=True, outcomes=outcomes)

@@ -272,7 +272,7 @@ def receiver_handler(receiver: Receiver) -> MaildHandler:
     async def deliver(raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
         return smtp_reply(await receiver.receive(raw, mail_from=mail_from, recipients=recipients, via="smtp"))
     # the same rule as a worker's RCPT check (smtp_worker), on the runtime a reload swaps in
-    return MaildHandler(lambda base: base.lower() in receiver.runtime.mailbox_addresses, deliver)
+    return MaildHandler(lambda base: base.lower() in receiver.runtime.accepted_addresses, deliver)
 
 
 def clear_spool(spool_dir: Path) -> None:

@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.ingest.delivery import Quarantined
 from maild.store.rows import write_later
 
 log = structlog.get_logger("maild.writer")
@@ -150,5 +151,6 @@ def _job_error(e: Exception) -> BaseException:
     451); anything else is a bug on this one mail, logged, which must not fail the others."""
     if isinstance(e, DBAPIError):
         return StorageError(f"{type(e.orig).__name__}: {e.orig}")
-    log.error("job failed", error=str(e), exc_info=e)
+    if not isinstance(e, Quarantined):  # a decision, logged where it was taken
+        log.error("job failed", error=str(e), exc_info=e)
     return e

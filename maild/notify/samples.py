@@ -14,7 +14,8 @@ from maild.notify.render import TemplateRenderer
 
 TEMPLATE_KINDS = ("case_created", "post_public", "post_internal", "case_updated", "command_errors", "forward",
                   "stage_changed", "queue_changed", "assigned", "tags_changed", "attachment_added",
-                  "attachment_removed", "priority_changed", "due_changed", "sla_warning", "sla_breached", "closed")
+                  "attachment_removed", "priority_changed", "due_changed", "sla_warning", "sla_breached", "closed",
+                  "held_agent_mail")
 RECIPIENT_KINDS = ("customer", "agent")
 
 
@@ -38,9 +39,11 @@ def sample_context(cfg: Config, recipient_kind: str = "customer") -> dict[str, A
                {"kind": "tags_changed", "actor": "alice@example.com", "added": ["vip"], "removed": ["spam"]},
                {"kind": "assigned", "actor": "alice@example.com", "old": None, "new": "bob@example.com"}]
     errors = [SimpleNamespace(line=1, source="/frobnicate", reason="unknown command /frobnicate")]
+    held = {"subject": "Re: [#42] Printer", "text": "Fixed it.\nAlice", "reason": "no agent token",
+            "attachments": ["log.txt"]}
     return {"case": case, "requester": requester, "recipient": recipient, "mailbox": mailbox,
             "mailbox_name": "Support", "post": post, "changes": changes, "actor_name": "Alice Agent",
-            "errors": errors, "posts": [post], "history": history}
+            "errors": errors, "posts": [post], "history": history, "held": held}
 
 
 def render_all_templates(cfg: Config, renderer: TemplateRenderer | None = None) -> list[str]:

@@ -38,7 +38,7 @@ def find_token(addresses: Iterable[str], mailbox_addresses: set[str], secret: by
         if tag is None or base not in mailbox_addresses:
             continue
         token = verify_token(secret, tag)
-        if token is not None and lookup.case_exists(token.case_number):
+        if token is not None and not token.held and lookup.case_exists(token.case_number):
             return token
     return None
 
@@ -57,3 +57,15 @@ def match_case(msg: InboundMessage, envelope_recipients: list[str], mailbox_addr
             and lookup.takes_part(tagged, msg.sender.address):
         return Match(tagged, "subject")
     return Match(None, "new")
+
+
+def find_held_token(addresses: Iterable[str], mailbox_addresses: set[str], secret: bytes) -> ReplyToken | None:
+    """A valid token of a hold notice among the recipients (SPEC §6): a reply that may release it."""
+    for address in addresses:
+        base, tag = split_plus_address(address)
+        if tag is None or base not in mailbox_addresses or not tag.lstrip("0123456789").startswith("h"):
+            continue  # not a held token: no HMAC to work out (every reply passes here)
+        token = verify_token(secret, tag)
+        if token is not None and token.held:
+            return token
+    return None

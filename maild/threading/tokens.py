@@ -4,6 +4,11 @@ A token is the case number, the audience ("c" for the customer side; "a" or "i" 
 short key of one agent's address, "i" on notifications of internal notes so that a reply
 to them stays internal) and an 80-bit HMAC of both with the server secret, all in
 lowercase letters and digits so that MTAs that change case cannot break it.
+
+Two more kinds name a stored mail instead of a case: "h" tokens on the notice of a held
+agent-address mail (SPEC §6: the agent's reply to it releases the mail), and the VERP return
+path `bounces+<token>@…` of every outbound mail (SPEC §11: only a bounce that carries one, or
+names a mail maild sent, is believed).
 """
 
 from __future__ import annotations
@@ -21,20 +26,23 @@ from pathlib import Path
 
 MAC_CHARS = 16  # 16 base32 characters = 80 bits
 AGENT_KEY_CHARS = 6
-TOKEN_RE = re.compile(rf"^(\d+)(c|[ai][a-z2-7]{{{AGENT_KEY_CHARS}}})([a-z2-7]{{{MAC_CHARS}}})$")
+TOKEN_RE = re.compile(rf"^(\d+)(c|[aih][a-z2-7]{{{AGENT_KEY_CHARS}}})([a-z2-7]{{{MAC_CHARS}}})$")
+BOUNCE_LOCAL = "bounces"
+BOUNCE_TOKEN_RE = re.compile(rf"^([0-9a-f]{{32}})([a-z2-7]{{{MAC_CHARS}}})$")
 
 
 @dataclass(frozen=True)
 class ReplyToken:
-    case_number: int
+    case_number: int  # for a held token: the held mail's row in `messages`
     agent_key: str | None  # None: the customer side
     internal: bool = False  # issued on an internal-note notification
+    held: bool = False  # issued on the notice of a held mail, to the agent its From names
 
     @property
     def audience(self) -> str:
         if self.agent_key is None:
             return "c"
-        return ("i" if self.internal else "a") + self.agent_key
+        return ("h" if self.held else "i" if self.internal else "a") + self.agent_key
 
 
 def _b32(data: bytes, chars: int) -> str:
@@ -57,6 +65,12 @@ def make_token(secret: bytes, case_number: int, agent: str | None = None, *, int
     return f"{case_number}{tok.audience}{_mac(secret, case_number, tok.audience)}"
 
 
+def make_held_token(secret: bytes, message_pk: int, agent: str) -> str:
+    """The Reply-To token of a held mail's notice: only that agent's reply releases it."""
+    audience = "h" + agent_key(agent)
+    return f"{message_pk}{audience}{_mac(secret, message_pk, audience)}"
+
+
 def verify_token(secret: bytes, token: str) -> ReplyToken | None:
     """The token's case and audience if its HMAC is right, else None (forged or stale)."""
     m = TOKEN_RE.match(token.lower())
@@ -67,7 +81,24 @@ def verify_token(secret: bytes, token: str) -> ReplyToken | None:
         return None
     if audience == "c":
         return ReplyToken(number, None)
-    return ReplyToken(number, audience[1:], internal=audience[0] == "i")
+    return ReplyToken(number, audience[1:], internal=audience[0] == "i", held=audience[0] == "h")
+
+
+def bounce_address(mailbox: str, secret: bytes, message_id: str) -> str:
+    """The VERP return path of one outbound mail: `bounces+<its Message-ID's hex><HMAC>@<mailbox
+    domain>`, so a bounce names the very mail (and so the address) that failed."""
+    local = message_id.partition("@")[0]
+    return f"{BOUNCE_LOCAL}+{local}{_mac(secret, 0, 'b' + local)}@{mailbox.partition('@')[2]}"
+
+
+def verify_bounce_address(secret: bytes, address: str) -> str | None:
+    """The Message-ID's local part named by a VERP return path maild issued, else None."""
+    local, _, _domain = address.lower().partition("@")
+    base, plus, tag = local.partition("+")
+    m = BOUNCE_TOKEN_RE.match(tag) if plus and base == BOUNCE_LOCAL else None
+    if m is None or not hmac.compare_digest(m.group(2), _mac(secret, 0, "b" + m.group(1))):
+        return None
+    return m.group(1)
 
 
 def reply_address(mailbox: str, token: str) -> str:

@@ -165,18 +165,23 @@ def test_reply_to_a_note_notification_stays_internal(desk: Daemon, sink: Sink) -
     assert len(wait_count(sink, "jane@acme.test", 2)) == 2
 
 
-def test_unauthenticated_or_borrowed_agent_mail_is_a_customer_message(desk: Daemon, sink: Sink) -> None:
+def test_unauthenticated_or_borrowed_agent_mail_is_held_for_the_real_agent(desk: Daemon, sink: Sink) -> None:
+    """SPEC §6: neither joins the case; each From's real agent gets one notice with the text."""
     n, _, alice, _ = open_case(desk, sink)
+    alice_before, bob_before = len(sink.to("alice@example.com")), len(sink.to("bob@example.com"))
     desk.send(mail("Alice Agent <alice@example.com>", "support@example.com", f"[#{n}] VPN",
                    "#note\n/stage closed\nspoofed note"), "alice@example.com", ["support@example.com"])
     desk.send(mail("Bob Agent <bob@example.com>", alice, f"Re: [#{n}] VPN", "#note\n/stage closed\nborrowed"),
               "bob@example.com", [alice])
+    to_alice = wait_count(sink, "alice@example.com", alice_before + 1)[alice_before:]
+    to_bob = wait_count(sink, "bob@example.com", bob_before + 1)[bob_before:]
     settle(desk)
     case = desk.case(n)
     assert case["stage"] == "new"
-    spoofed = [p for p in case["posts"] if "spoofed note" in p["body"] or "borrowed" in p["body"]]
-    assert len(spoofed) == 2 and all(p["visibility"] == "public" for p in spoofed)
-    assert all("/stage closed" in p["body"] for p in spoofed)  # command lines stay plain text
+    assert not [p for p in case["posts"] if "spoofed note" in p["body"] or "borrowed" in p["body"]]
+    assert len(to_alice) == 1 and "spoofed note" in text_of(to_alice[0])
+    assert len(to_bob) == 1 and "borrowed" in text_of(to_bob[0])
+    assert len(sink.to("jane@acme.test")) == 1  # the customer heard nothing of either
 
 
 def test_commands_are_all_or_nothing_and_errors_are_mailed_back(desk: Daemon, sink: Sink) -> None:
@@ -282,7 +287,8 @@ def test_inspect_says_what_would_happen_and_stores_nothing(desk: Daemon, sink: S
     assert note["is_agent"] and note["agent_reason"] == "token" and note["visibility"] == "internal"
     assert note["reply_text"] == "Looks like DHCP." and note["commands"] == ["/stage pending"]
     assert note["case"] == n and note["match"] == "token" and note["classification"] == "normal"
-    assert not borrowed["is_agent"] and borrowed["agent_reason"] == "token issued to another agent"
+    assert not borrowed["is_agent"] and borrowed["action"] == "held" and borrowed["case"] is None
+    assert borrowed["agent_reason"] == "held: unauthenticated agent address (token issued to another agent)"
     assert new["case"] is None and new["match"] == "new"
     assert "error" in broken
     settle(desk)

@@ -52,9 +52,9 @@ def posts(desk: Daemon, n: int) -> list[dict]:
 
 
 def test_customer_mail_threads_by_token_references_and_tag(desk: Daemon, sink: Sink) -> None:
-    desk.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire",
-                   "Hello,\nthe printer on floor 3 is on fire.\nJane", msgid="m1@acme.test"),
-              "jane@acme.test", ["support@example.com"])
+    first_mail = mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire",
+                      "Hello,\nthe printer on floor 3 is on fire.\nJane", msgid="m1@acme.test")
+    desk.send(first_mail, "jane@acme.test", ["support@example.com"])
     (ack,) = ack_to(sink, "jane@acme.test")
     msg = ack.message
     n = int(re.search(r"\[#(\d+)\]", msg["Subject"]).group(1))
@@ -62,7 +62,9 @@ def test_customer_mail_threads_by_token_references_and_tag(desk: Daemon, sink: S
     assert msg["Message-ID"].endswith("@support.example.com>")
     assert msg["In-Reply-To"] == "<m1@acme.test>"
     assert msg["Auto-Submitted"] == "auto-replied"
-    assert ack.mail_from == "support@example.com"
+    # the VERP return path names this very mail, so only a real bounce of it is believed (SPEC §11)
+    verp = msg["Message-ID"].strip("<>").partition("@")[0]
+    assert re.fullmatch(rf"bounces\+{verp}[a-z2-7]{{16}}@example\.com", ack.mail_from), ack.mail_from
     assert "floor 3" not in ack.raw.decode(errors="replace")  # never quotes the sender's body
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
@@ -97,8 +99,8 @@ def test_customer_mail_threads_by_token_references_and_tag(desk: Daemon, sink: S
     assert len(cases) == 3 and all(c["requester"]["email"] == "mallory@evil.test" for c in cases[1:])
     assert len(posts(desk, n)) == 4
 
-    desk.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire", "again",
-                   msgid="m1@acme.test"), "jane@acme.test", ["support@example.com"])
+    # the MTA delivers the first mail again (a lost 250): stored once
+    desk.send(first_mail, "jane@acme.test", ["support@example.com"])
     assert len(desk.cases()) == 3 and len(posts(desk, n)) == 4
 
     # one log line per ingested mail, with what a person searching the log needs

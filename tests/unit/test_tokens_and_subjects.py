@@ -9,10 +9,13 @@ from pathlib import Path
 from maild.threading.subject import case_tag_number, strip_prefixes, tagged_subject
 from maild.threading.tokens import (
     ReplyToken,
+    bounce_address,
     load_or_create_secret,
+    make_held_token,
     make_token,
     reply_address,
     split_plus_address,
+    verify_bounce_address,
     verify_token,
 )
 
@@ -54,6 +57,31 @@ def test_forged_tokens_are_refused() -> None:
     assert verify_token(SECRET, "43" + tok[2:]) is None  # another case number, same MAC
     assert verify_token(SECRET, "") is None
     assert verify_token(SECRET, "hello") is None
+
+
+def test_held_tokens_name_the_mail_and_the_agent_and_are_not_case_tokens() -> None:
+    token = make_held_token(SECRET, 77, "alice@example.com")
+    held = verify_token(SECRET, token)
+    assert held is not None and held.held and held.case_number == 77 and not held.internal
+    assert held.agent_key == verify_token(SECRET, make_token(SECRET, 1, "alice@example.com")).agent_key
+    # the same case number and agent, but an agent token's MAC: not a held token
+    forged = token.replace("h", "a", 1)
+    assert verify_token(SECRET, forged) is None
+    assert verify_token(b"1" * 64, token) is None
+
+
+def test_bounce_addresses_name_the_sent_mail_and_are_signed() -> None:
+    mid = "0123456789abcdef0123456789abcdef@support.example.com"
+    verp = bounce_address("support@example.com", SECRET, mid)
+    local = verp.partition("@")[0]
+    assert verp.endswith("@example.com") and local.startswith("bounces+") and len(local) <= 64
+    assert verp == verp.lower() and local.replace("+", "").isalnum()
+    assert verify_bounce_address(SECRET, verp) == mid.partition("@")[0]
+    assert verify_bounce_address(SECRET, verp.upper()) == mid.partition("@")[0]  # MTAs that change case
+    assert verify_bounce_address(b"1" * 64, verp) is None
+    tampered = verp.replace("0123", "1123", 1)
+    assert verify_bounce_address(SECRET, tampered) is None
+    assert verify_bounce_address(SECRET, "support+" + verp.partition("+")[2]) is None
 
 
 def test_mac_has_at_least_64_bits() -> None:

@@ -1,0 +1,42 @@
+"""The notice of a held mail (SPEC §6): a mail whose From is an agent's address but that is not
+authenticated is held, and the real agent, at the address the config gives, gets its text.
+Their reply to this notice (its Reply-To carries a token issued to them for that mail) releases
+it as theirs. The notice belongs to no case: it is not in any case's stream or References."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from maild.config import AgentConfig
+from maild.notify.audiences import Recipient
+from maild.notify.compose import compose_mail, new_message_id
+from maild.runtime import Runtime
+from maild.store.outbox import enqueue_mail
+from maild.threading.tokens import bounce_address, make_held_token, reply_address
+
+TEMPLATE = "held_agent_mail"
+
+
+def queue_hold_notice(session: Session, rt: Runtime, *, held_pk: int, message_id: str | None, subject: str, text: str,
+                      attachments: list[str], agent: AgentConfig, mailbox: str, mailbox_name: str, case: Any | None,
+                      reason: str) -> str:
+    """Renders the notice into the outbox; returns its Message-ID. `message_id` etc.: the held mail's."""
+    held_id = message_id
+    now = rt.clock()
+    token = make_held_token(rt.secret, held_pk, agent.email)
+    recipient = Recipient(agent.email.lower(), agent.name, "agent")
+    rendered = rt.renderer.render(TEMPLATE, {
+        "case": case, "recipient": recipient, "mailbox": mailbox, "mailbox_name": mailbox_name,
+        "held": {"subject": subject, "text": text, "reason": reason, "attachments": attachments}})
+    message_id = new_message_id(rt.config.server.hostname)
+    raw = compose_mail(mail_from=mailbox, from_name=mailbox_name, to=recipient.email, to_name=recipient.name,
+                       reply_to=reply_address(mailbox, token), subject=rendered.subject, text=rendered.text,
+                       html=rendered.html, message_id=message_id, in_reply_to=held_id,
+                       references=[held_id] if held_id else [], now=now,
+                       auto_submitted="auto-replied")
+    enqueue_mail(session, case_number=None, message_id=message_id, kind=TEMPLATE,
+                 mail_from=bounce_address(mailbox, rt.secret, message_id), recipient=recipient.email, raw=raw,
+                 automatic=True, now=now)
+    return message_id
