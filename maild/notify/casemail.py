@@ -12,7 +12,7 @@ from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
 from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
-from maild.store.cases import stream_message_ids
+from maild.store.cases import FORWARD, Stream, references, stream_message_ids
 from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
@@ -36,18 +36,40 @@ def mailbox_name(rt: Runtime, case: Case) -> str:
     return (mailbox.name if mailbox and mailbox.name else None) or "Support"
 
 
-def _stream(session: Session, case_number: int) -> list[str]:
-    """The case's Message-IDs for References, read once a transaction (a new case's mails
-    would otherwise query it once each)."""
-    cache: dict[int, list[str]] = session.info.setdefault("maild.stream_ids", {})
+def _streams(session: Session, case_number: int) -> Stream:
+    """The case's Message-IDs for References, per audience, read once a transaction (a new
+    case's mails would otherwise query them once each)."""
+    cache: dict[int, Stream] = session.info.setdefault("maild.stream_ids", {})
     if case_number not in cache:
         cache[case_number] = stream_message_ids(session, case_number)
     return cache[case_number]
 
 
 def start_stream(session: Session, case_number: int, message_ids: list[str]) -> None:
-    """A case opened in this transaction: its stream is what we just stored, no query needed."""
-    session.info.setdefault("maild.stream_ids", {})[case_number] = list(message_ids)
+    """A case opened in this transaction: its stream is what we just stored, no query needed
+    (the mail that opens a case is the customer side's own, so both audiences know it)."""
+    session.info.setdefault("maild.stream_ids", {})[case_number] = Stream(list(message_ids), list(message_ids))
+
+
+def to_customer_side(mail: CaseMail) -> bool:
+    """Whether `mail` goes to the case's customer side (requester, participants): then it names
+    only what they saw. A forward goes to a third party, who is no part of the conversation."""
+    return mail.recipient.kind == "customer" and mail.template != FORWARD
+
+
+def _threading(session: Session, case: Case, mail: CaseMail) -> tuple[str | None, list[str]]:
+    """In-Reply-To and References of `mail`. The customer side's are built only from the mails it
+    sent or was sent (SPEC §4): an In-Reply-To naming anything else (an agent's internal note,
+    the agent's own mail) becomes the newest mail the customer side saw."""
+    streams = _streams(session, case.number)
+    if to_customer_side(mail):
+        seen = streams.customers
+        in_reply_to = mail.in_reply_to if mail.in_reply_to in seen else (seen[-1] if seen else None)
+        return in_reply_to, references(seen)
+    refs = references(streams.agents)
+    if mail.in_reply_to and mail.in_reply_to not in refs:
+        refs.append(mail.in_reply_to)
+    return mail.in_reply_to, refs
 
 
 def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
@@ -64,17 +86,18 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
     rendered = (renders or rt.renderer).render(mail.template, context)
     now = rt.clock()
     message_id = new_message_id(rt.config.server.hostname)
-    references = list(_stream(session, case.number))
-    if mail.in_reply_to and mail.in_reply_to not in references:
-        references.append(mail.in_reply_to)
+    in_reply_to, refs = _threading(session, case, mail)
     files = [(a.filename, a.content_type, rt.attachment_store.get(a.sha256)) for a in mail.attachments]
     raw = compose_mail(
         mail_from=case.mailbox, from_name=mail.from_name or name, to=rcpt.email, to_name=rcpt.name,
         reply_to=reply_address(case.mailbox, token), subject=rendered.subject, text=rendered.text,
-        html=rendered.html, message_id=message_id, in_reply_to=mail.in_reply_to, references=references, now=now,
+        html=rendered.html, message_id=message_id, in_reply_to=in_reply_to, references=refs, now=now,
         auto_submitted=mail.auto_submitted, attachments=files,
     )
-    _stream(session, case.number).append(message_id)
+    streams = _streams(session, case.number)
+    streams.agents.append(message_id)
+    if to_customer_side(mail):
+        streams.customers.append(message_id)
     unmailed_contacts(session).discard(rcpt.email)
     enqueue_mail(session, case_number=case.number, message_id=message_id, kind=mail.template,
                  mail_from=case.mailbox, recipient=rcpt.email, raw=raw, automatic=mail.auto_submitted is not None,
