@@ -501,7 +501,8 @@ def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRe
     """/forward: summary, history and posts; internal notes only when asked for."""
     posts = [p for p in case.posts if forward.with_notes or p.visibility == "public"]
     queue_case_mail(session, rt, case, CaseMail(
-        template="forward", recipient=Recipient(forward.address, "", "customer"), auto_submitted="auto-generated",
+        template=case_store.FORWARD, recipient=Recipient(forward.address, "", "customer"),
+        auto_submitted="auto-generated",
         from_name=f"{agent.name or agent.email} via {mailbox_name(rt, case)}",
         context={"posts": posts, "history": list(case.history), "actor_name": agent.name or agent.email}))
 

@@ -16,7 +16,7 @@ from maild.store.cases import FORWARD, Stream, references, stream_message_ids
 from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
-from maild.threading.tokens import make_token, reply_address
+from maild.threading.tokens import bounce_address, make_token, reply_address
 
 
 @dataclass
@@ -100,6 +100,6 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
         streams.customers.append(message_id)
     unmailed_contacts(session).discard(rcpt.email)
     enqueue_mail(session, case_number=case.number, message_id=message_id, kind=mail.template,
-                 mail_from=case.mailbox, recipient=rcpt.email, raw=raw, automatic=mail.auto_submitted is not None,
-                 now=now)
+                 mail_from=bounce_address(case.mailbox, rt.secret, message_id), recipient=rcpt.email, raw=raw,
+                 automatic=mail.auto_submitted is not None, now=now)
     return message_id
