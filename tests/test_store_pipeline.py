@@ -19,7 +19,17 @@ from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.blobs import RAW_IN_DATABASE_MAX
 from maild.store.db import MIGRATIONS_DIR, SCHEMA_HEAD, schema_is_current
-from maild.store.models import Base, Case, Contact, Message, Organization, OrganizationDomain, Post, RawMessage
+from maild.store.models import (
+    Base,
+    Case,
+    CaseParticipant,
+    Contact,
+    Message,
+    Organization,
+    OrganizationDomain,
+    Post,
+    RawMessage,
+)
 from maild.store.outbox import claim_due, enqueue_mail, mark_failed
 from maild.store.raw_messages import raw_message
 from maild.store.rows import read
@@ -516,3 +526,32 @@ def test_a_sqlite_connection_commits_durably(tmp_path: Path) -> None:
                    for name in ("journal_mode", "synchronous", "foreign_keys", "wal_autocheckpoint")]
     engine.dispose()
     assert pragmas == ["wal", 2, 1, SQLITE_WAL_CHECKPOINT_PAGES]  # synchronous 2: FULL
+
+
+def test_an_address_no_header_can_carry_costs_its_own_mail_only(desk: Desk) -> None:
+    """A contact of older data whose address is not a plain addr-spec: the customer's mail is
+    still stored and the others still hear of it; that one address gets nothing."""
+    n = desk.ingest(mail("jane@acme.test", "Printer")).case_number
+
+    def add_odd_participant(s: Session) -> None:
+        case = s.get(Case, n)
+        odd = Contact(email="jörg@acme.test", name="Jörg", state="active", fields={}, created_at=desk.now)
+        s.add(odd)
+        s.flush()
+        case.participants.append(CaseParticipant(contact=odd))
+        s.commit()
+    desk.q(add_odd_participant)
+    before = len(desk.outbox())
+    out = desk.ingest(mail("jane@acme.test", f"Re: [#{n}] Printer", "It still burns."))
+    assert (out.action, out.case_number) == ("threaded", n)
+    assert all(r.recipient != "jörg@acme.test" for r in desk.outbox()[before:])
+
+
+def test_participants_and_acknowledgements_per_mail_are_capped(engine: Engine, tmp_path: Path) -> None:
+    desk = Desk(engine, tmp_path, protection=ProtectionConfig(max_participants_per_mail=3, max_acks_per_mail=2))
+    cc = ", ".join(f"p{i}@victims.test" for i in range(8))
+    out = desk.ingest(mail("spammer@evil.test", "Buy", headers={"Cc": cc}))
+    case = desk.case(out.case_number)
+    assert [p.contact.email for p in case.participants] == ["p0@victims.test", "p1@victims.test", "p2@victims.test"]
+    assert [r.recipient for r in desk.outbox()] == ["spammer@evil.test", "p0@victims.test"]  # the requester first
+    assert "limit: 2 acknowledgements a mail" in out.acknowledgement

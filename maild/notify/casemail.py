@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy.orm import Session
 
+from maild.headers import is_plain_address
 from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
 from maild.notify.render import SharedRenders
@@ -17,6 +19,8 @@ from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
 from maild.threading.tokens import bounce_address, make_token, reply_address
+
+log = structlog.get_logger("maild.notify")
 
 
 @dataclass
@@ -73,12 +77,18 @@ def _threading(session: Session, case: Case, mail: CaseMail) -> tuple[str | None
 
 
 def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
-                    renders: SharedRenders | None = None) -> str:
+                    renders: SharedRenders | None = None) -> str | None:
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
     customer side's for customers and the recipient's own for agents. `renders`: mails of
-    one fan-out, rendered once where they read alike."""
+    one fan-out, rendered once where they read alike. None, and logged, for an address no
+    header can carry as it is (a contact of older data): the mail that caused it is not lost
+    over one recipient."""
     name = mailbox_name(rt, case)
     rcpt = mail.recipient
+    if not is_plain_address(rcpt.email):
+        log.warning("no mail to an address that is not a plain addr-spec", recipient=rcpt.email, case=case.number,
+                    kind=mail.template)
+        return None
     agent = rcpt.email if rcpt.kind == "agent" else None
     token = make_token(rt.secret, case.number, agent, internal=mail.internal_token)
     context = {"case": case, "recipient": rcpt, "requester": case.requester, "mailbox": case.mailbox,

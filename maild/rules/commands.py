@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from maild.config import AgentConfig, Config
+from maild.headers import is_plain_address
 
 STAGES = ("new", "open", "pending", "resolved", "closed")
 OPEN_STAGES = ("new", "open", "pending")  # the work still to do; resolved and closed are done
@@ -320,7 +321,7 @@ def _tags(args: str, tags: list[str]) -> str | None:
 
 def _valid_address(address: str) -> bool:
     local, at, domain = address.rpartition("@")
-    if not at or not LOCAL_RE.fullmatch(local) or len(address) > 320:
+    if not at or not LOCAL_RE.fullmatch(local) or not is_plain_address(address):  # a header must carry it as it is
         return False
     labels = domain.rstrip(".").split(".")
     return len(labels) >= 2 and all(LABEL_RE.fullmatch(lb) for lb in labels) and not labels[-1].isdigit()
