@@ -37,7 +37,7 @@ def inspect_file(cfg: Config, engine: Engine, path: Path) -> dict[str, Any]:
     except OSError as e:
         return {"file": str(path), "error": f"cannot read: {e.strerror}"}
     try:
-        msg = parse_message(raw)
+        msg = parse_message(raw, max_parts=cfg.protection.max_mime_parts)
     except ParseError as e:
         return {"file": str(path), "error": str(e)}
     rt = build_runtime(cfg, dry_run=True)

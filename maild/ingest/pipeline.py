@@ -238,7 +238,8 @@ def _release_held(session: Session, msg: InboundMessage, stored: Message, token:
         insert_row(session, stored)
         return Outcome("ignored", held.case_number if held else None, "release", classification.kind, is_agent=True,
                        agent_reason="token: this held mail was released already")
-    held_msg = parse_message(raw_message(session, rt.raw_store, held.sha256))
+    held_msg = parse_message(raw_message(session, rt.raw_store, held.sha256),
+                             max_parts=rt.config.protection.max_mime_parts)
     mailbox = rt.config.mailbox(held.mailbox) or delivery.mailbox
     session.execute(delete(Message).where(Message.id == held.id))  # stored again, now as the agent's
     session.expunge(held)

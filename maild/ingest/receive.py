@@ -57,13 +57,6 @@ class ReceiveResult:
     outcomes: list[Outcome]
     quarantined: str | None = None
 
-    @property
-    def summary(self) -> str:
-        if self.quarantined:
-            return "kept for review"
-        cases = sorted({o.case_number for o in self.outcomes if o.case_number is not None})
-        return ", ".join(f"case #{n}" for n in cases) or "stored"
-
 
 def deliveries_for(rt: Runtime, recipients: list[str], mail_from: str | None,
                    via: str) -> list[Delivery]:
