@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,20 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import Database
 from tests.support.daemon import Daemon
 from tests.support.dns_server import TxtServer
-from tests.support.sink import Caught, Sink
+from tests.support.mails import mail, text_of, token_of, wait_count
+from tests.support.sink import Sink
 
-TOKEN_RE = re.compile(r"(support\+[a-z0-9]+@example\.com)")
 SELECTOR = "mail2026"
-
-
-def mail(frm: str, to: str, subject: str, body: str, *, headers: dict[str, str] | None = None,
-         msgid: str | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", f"Subject: {subject}",
-             f"Message-ID: <{msgid or uuid.uuid4().hex + '@client.test'}>",
-             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +49,6 @@ def desk(database: Database, sink: Sink, dns: TxtServer, tmp_path: Path) -> Iter
     d.start()
     yield d
     assert d.stop() == 0, d.log()
-
-
-def text_of(c: Caught) -> str:
-    part = c.message.get_body(("plain",))
-    return part.get_content() if part else ""
-
-
-def token_of(c: Caught) -> str:
-    return TOKEN_RE.search(str(c.message["Reply-To"])).group(1)
-
-
-def wait_count(sink: Sink, address: str, count: int, timeout: float = 10) -> list[Caught]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(sink.to(address)) < count:
-        time.sleep(0.05)
-    return sink.to(address)
 
 
 def settle(desk: Daemon) -> None:

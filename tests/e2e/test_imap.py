@@ -17,7 +17,7 @@ import trustme
 
 from tests.conftest import Database, load_eml, require
 from tests.support.daemon import Daemon
-from tests.support.dovecot import Dovecot, TokenIntrospection, dovecot_problem
+from tests.support.dovecot import Dovecot, TokenIntrospection, dovecot_problem, running_dovecot
 from tests.support.sink import Sink
 
 USER, PASSWORD = "billing@example.com", "s3cret-pw"
@@ -41,15 +41,8 @@ def mail(i: int, subject: str | None = None, size: int = 0) -> bytes:
 def dovecot() -> Iterator[Dovecot]:
     problem = dovecot_problem()
     require(problem is None, problem or "")
-    # not under pytest's tmp_path: Dovecot's own users must be able to walk into the folder
-    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
-    dv = Dovecot(folder, {USER: PASSWORD})
-    try:
-        dv.start()
+    with running_dovecot({USER: PASSWORD}) as dv:
         yield dv
-    finally:
-        dv.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_desk(tmp_path: Path, database: Database, sink: Sink, dv: Dovecot, password: str = PASSWORD,

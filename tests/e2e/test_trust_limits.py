@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -23,7 +21,7 @@ import pytest
 from tests.conftest import Database, require
 from tests.e2e.test_imap import PASSWORD, USER, imap_toml, wait_until
 from tests.support.daemon import Daemon
-from tests.support.dovecot import Dovecot, dovecot_problem
+from tests.support.dovecot import Dovecot, dovecot_problem, running_dovecot
 from tests.support.sink import Sink
 
 CASE_NUMBER_RE = re.compile(rb"#\s*\d|\bcase\b", re.I)
@@ -53,17 +51,10 @@ def desk(request: pytest.FixtureRequest, sink: Sink, tmp_path: Path) -> Iterator
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
-    """As tests.e2e.test_imap's: a real Dovecot, outside tmp_path so that its users can walk in."""
     problem = dovecot_problem()
     require(problem is None, problem or "")
-    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
-    dv = Dovecot(folder, {USER: PASSWORD})
-    try:
-        dv.start()
+    with running_dovecot({USER: PASSWORD}) as dv:
         yield dv
-    finally:
-        dv.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def many_parts(n: int, message_id: str, to: str = "support@example.com") -> bytes:

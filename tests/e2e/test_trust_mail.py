@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +18,8 @@ import pytest
 
 from tests.conftest import Database, load_eml
 from tests.support.daemon import Daemon
+from tests.support.mails import mail, text_of, token_of, wait_count
 from tests.support.sink import Caught, Sink
-
-TOKEN_RE = re.compile(r"(support\+[a-z0-9]+@example\.com)")
-
-
-def mail(frm: str, to: str, subject: str, body: str, *, cc: str | None = None, headers: dict[str, str] | None = None,
-         msgid: str | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", *([f"Cc: {cc}"] if cc else []), f"Subject: {subject}",
-             f"Message-ID: <{msgid or uuid.uuid4().hex + '@client.test'}>",
-             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
 
 
 @pytest.fixture
@@ -41,22 +29,6 @@ def desk(database: Database, sink: Sink, tmp_path: Path) -> Iterator[Daemon]:
     d.start()
     yield d
     assert d.stop() == 0, d.log()
-
-
-def text_of(c: Caught) -> str:
-    part = c.message.get_body(("plain",))
-    return part.get_content() if part else ""
-
-
-def token_of(c: Caught) -> str:
-    return TOKEN_RE.search(str(c.message["Reply-To"])).group(1)
-
-
-def wait_count(sink: Sink, address: str, count: int, timeout: float = 10) -> list[Caught]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(sink.to(address)) < count:
-        time.sleep(0.05)
-    return sink.to(address)
 
 
 def settle() -> None:

@@ -8,8 +8,11 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -159,6 +162,20 @@ service anvil {{
     def append(self, user: str, folder: str, raw: bytes, flags: tuple[bytes, ...] = ()) -> None:
         with self.client(user) as c:
             c.append(folder, raw, flags=flags)
+
+
+@contextmanager
+def running_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
+    """A started Dovecot with these users, stopped and removed afterwards. Its folder is not under
+    pytest's tmp_path: Dovecot's own users must be able to walk into it."""
+    folder = Path(tempfile.mkdtemp(prefix="maild-dovecot-"))
+    dv = Dovecot(folder, users)
+    try:
+        dv.start()
+        yield dv
+    finally:
+        dv.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class TokenIntrospection:
