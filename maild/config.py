@@ -492,3 +492,29 @@ def salvage_database_config(path: str | os.PathLike[str]) -> Config | None:
     if db is None or problems:
         return None
     return Config(database=db, base_dir=p.resolve().parent, source=str(p))
+
+
+# What a running daemon built at start and cannot swap on SIGHUP: its database engine, its
+# listening sockets and SMTP workers, its outbound transport, its secret, folders and hostname,
+# its IMAP pollers, and the limits its SMTP workers were given.
+_RESTART_ONLY_PROTECTION = ("max_mime_parts", "max_smtp_sessions", "max_smtp_sessions_per_client",
+                            "smtp_idle_timeout_seconds")
+
+
+def keep_restart_only(running: Config, new: Config) -> tuple[Config, list[str]]:
+    """`new` with what only a restart can change put back to the running values, and the keys
+    that differed (for the log: "needs a restart"), so the reloaded config says what runs."""
+    changed = [name for name in ("database", "server", "smtp", "outbound")
+               if getattr(running, name) != getattr(new, name)]
+    old_imap = {m.address.lower(): m.imap for m in running.mailboxes}
+    new_imap = {m.address.lower(): m.imap for m in new.mailboxes}
+    if {a: i for a, i in old_imap.items() if i} != {a: i for a, i in new_imap.items() if i}:
+        changed.append("mailboxes.imap")
+    changed += [f"protection.{k}" for k in _RESTART_ONLY_PROTECTION
+                if getattr(running.protection, k) != getattr(new.protection, k)]
+    protection = dataclasses.replace(new.protection,
+                                     **{k: getattr(running.protection, k) for k in _RESTART_ONLY_PROTECTION})
+    mailboxes = [dataclasses.replace(m, imap=old_imap.get(m.address.lower())) for m in new.mailboxes]
+    kept = dataclasses.replace(new, database=running.database, server=running.server, smtp=running.smtp,
+                               outbound=running.outbound, protection=protection, mailboxes=mailboxes)
+    return kept, changed

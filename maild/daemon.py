@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from maild.config import ConfigError, load_config
+from maild.config import ConfigError, keep_restart_only, load_config
 from maild.ingest.imap import ImapPoller
 from maild.ingest.parse_pool import HandedOver, ParsePool, SmtpInWorkers, default_processes
 from maild.ingest.receive import Receiver
@@ -92,7 +92,7 @@ def report_template_problems(rt: Runtime) -> None:
     broken one is in the log now rather than at the first mail that needs it."""
     problems = render_all_templates(rt.config, rt.renderer)
     if problems:
-        log.warning("template problems: mail that needs these templates will be quarantined", problems=problems)
+        log.warning("template problems: the built-in templates stand in for these", problems=problems)
 
 
 def settle(rt: Runtime) -> None:
@@ -153,20 +153,30 @@ async def serve(config_path: str | None) -> None:
     stop = asyncio.Event()
 
     def reload() -> None:
+        """SIGHUP: the same checks as `check-config` (a file with a template that does not render
+        is refused whole); what only a restart can change is logged as such and kept running."""
+        running = receiver.runtime.config
         try:
-            new_cfg = load_config(config_path)
+            new_cfg, needs_restart = keep_restart_only(running, load_config(config_path))
             new_rt = build_runtime(new_cfg, rt.clock)
-            report_template_problems(new_rt)
-            receiver.swap_runtime(new_rt)
-            if receiver.parser is not None:
-                receiver.parser.set_mailboxes(new_rt.accepted_addresses)
+            problems = render_all_templates(new_cfg, new_rt.renderer)
+            if problems:
+                raise ConfigError(problems)
         except ConfigError as e:
             log.error("reload refused, running config kept", problems=e.problems)
             return
         except OSError as e:
             log.error("reload refused, running config kept", error=str(e))
             return
-        log.info("config reloaded", source=new_cfg.source)
+        receiver.swap_runtime(new_rt)
+        if receiver.parser is not None:
+            receiver.parser.set_mailboxes(new_rt.accepted_addresses)
+        if needs_restart:  # said apart, so nobody reads "reloaded" and thinks these took effect
+            log.warning("config change needs a restart, running values kept", keys=needs_restart,
+                        source=new_cfg.source)
+            log.info("rest of the config and the templates reloaded", source=new_cfg.source)
+        else:
+            log.info("config reloaded", source=new_cfg.source)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from maild.headers import is_plain_address
 from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
-from maild.notify.render import SharedRenders
+from maild.notify.render import SharedRenders, render_for_mail
 from maild.runtime import Runtime
 from maild.store.cases import FORWARD, Stream, references, stream_message_ids
 from maild.store.contacts import unmailed_contacts
@@ -81,8 +81,8 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
     customer side's for customers and the recipient's own for agents. `renders`: mails of
     one fan-out, rendered once where they read alike. None, and logged, for an address no
-    header can carry as it is (a contact of older data): the mail that caused it is not lost
-    over one recipient."""
+    header can carry as it is (a contact of older data) or a template that renders neither as
+    the admin's nor as the built-in one: the mail that caused it is not lost over one mail out."""
     name = mailbox_name(rt, case)
     rcpt = mail.recipient
     if not is_plain_address(rcpt.email):
@@ -93,7 +93,9 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
     token = make_token(rt.secret, case.number, agent, internal=mail.internal_token)
     context = {"case": case, "recipient": rcpt, "requester": case.requester, "mailbox": case.mailbox,
                "mailbox_name": name, **mail.context}
-    rendered = (renders or rt.renderer).render(mail.template, context)
+    rendered = render_for_mail(renders or rt.renderer, mail.template, context)
+    if rendered is None:
+        return None
     now = rt.clock()
     message_id = new_message_id(rt.config.server.hostname)
     in_reply_to, refs = _threading(session, case, mail)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from maild.config import AgentConfig
 from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
+from maild.notify.render import render_for_mail
 from maild.runtime import Runtime
 from maild.store.outbox import enqueue_mail
 from maild.threading.tokens import bounce_address, make_held_token, reply_address
@@ -21,15 +22,17 @@ TEMPLATE = "held_agent_mail"
 
 def queue_hold_notice(session: Session, rt: Runtime, *, held_pk: int, message_id: str | None, subject: str, text: str,
                       attachments: list[str], agent: AgentConfig, mailbox: str, mailbox_name: str, case: Any | None,
-                      reason: str) -> str:
+                      reason: str) -> str | None:
     """Renders the notice into the outbox; returns its Message-ID. `message_id` etc.: the held mail's."""
     held_id = message_id
     now = rt.clock()
     token = make_held_token(rt.secret, held_pk, agent.email)
     recipient = Recipient(agent.email.lower(), agent.name, "agent")
-    rendered = rt.renderer.render(TEMPLATE, {
+    rendered = render_for_mail(rt.renderer, TEMPLATE, {
         "case": case, "recipient": recipient, "mailbox": mailbox, "mailbox_name": mailbox_name,
         "held": {"subject": subject, "text": text, "reason": reason, "attachments": attachments}})
+    if rendered is None:
+        return None
     message_id = new_message_id(rt.config.server.hostname)
     raw = compose_mail(mail_from=mailbox, from_name=mailbox_name, to=recipient.email, to_name=recipient.name,
                        reply_to=reply_address(mailbox, token), subject=rendered.subject, text=rendered.text,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import structlog
 
 import maild
 from maild.headers import clean_subject
@@ -83,6 +84,8 @@ class TemplateRenderer:
         return RenderedMail(subject=clean_subject(subject), text=text.strip() + "\n", html=html)
 
 
+log = structlog.get_logger("maild.render")
+
 _UNREAD = object()  # an attribute the recipient lacks
 
 
@@ -151,3 +154,32 @@ class SharedRenders:
         if not watched._whole:
             self._done.append((name, rest, watched._read, rendered))
         return rendered
+
+
+_builtin: TemplateRenderer | None = None
+
+
+def builtin_renderer() -> TemplateRenderer:
+    """The templates maild ships, without the admin's overrides: the fallback of render_for_mail."""
+    global _builtin
+    if _builtin is None:
+        _builtin = TemplateRenderer(None)
+    return _builtin
+
+
+def render_for_mail(renderer: TemplateRenderer | SharedRenders, name: str,
+                    context: dict[str, Any]) -> RenderedMail | None:
+    """Renders a mail's template and never raises: a template that fails (an admin's override
+    with an error, a rule naming a broken one) must not cost the customer's mail, which is
+    stored in the same transaction. The built-in template stands in; where there is none that
+    works either, None, and the mail is not sent. Each failure is logged with the template."""
+    try:
+        return renderer.render(name, context)
+    except Exception as e:
+        log.error("template failed to render, the built-in one is used", template=name,
+                  error=f"{type(e).__name__}: {e}")
+    try:
+        return builtin_renderer().render(name, context)
+    except Exception as e:
+        log.error("template failed to render, mail not sent", template=name, error=f"{type(e).__name__}: {e}")
+        return None

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from maild.config import Config, ConfigError, load_config
+from maild.config import (
+    Config,
+    ConfigError,
+    ImapConfig,
+    MailboxConfig,
+    ProtectionConfig,
+    keep_restart_only,
+    load_config,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -119,3 +128,19 @@ def test_a_saved_segment_with_an_unknown_filter_is_refused(tmp_path: Path) -> No
     path = write(tmp_path, '[[segments]]\nname = "vip"\nfilters = { colour = "red", state = "asleep" }\n')
     text = "\n".join(problems_of(path))
     assert "segments[0] ('vip').filters: unknown filter 'colour'" in text
+
+
+def test_a_reload_keeps_what_only_a_restart_changes_and_names_it() -> None:
+    running = Config()
+    imap = ImapConfig(host="imap.example.com", username="support@localhost")
+    new = Config(mailboxes=[MailboxConfig("support@localhost", "support", imap=imap),
+                            MailboxConfig("sales@localhost", "support")],
+                 protection=ProtectionConfig(ack_per_hour=9, max_smtp_sessions=5),
+                 smtp=dataclasses.replace(running.smtp, listen=["127.0.0.1:2600"]))
+    kept, changed = keep_restart_only(running, new)
+    assert changed == ["smtp", "mailboxes.imap", "protection.max_smtp_sessions"]
+    assert kept.smtp == running.smtp and kept.protection.max_smtp_sessions == running.protection.max_smtp_sessions
+    assert kept.protection.ack_per_hour == 9  # applied
+    assert [m.address for m in kept.mailboxes] == ["support@localhost", "sales@localhost"]  # applied
+    assert [m.imap for m in kept.mailboxes] == [None, None]  # its poller is the one started with it
+    assert keep_restart_only(running, Config()) == (running, [])
