@@ -135,9 +135,12 @@ class HandedOver:
     raw: bytes | str = b""
 
 
-def parse_for_handover(raw: bytes | Path, mail_from: str, recipients: list[str], raw_root: str,
+def parse_for_handover(raw: bytes | Path | OSError, mail_from: str, recipients: list[str], raw_root: str,
                        attachment_root: str, max_parts: int | None = None) -> HandedOver:
-    """In a worker serving SMTP: parse and store as the daemon would ask it to."""
+    """In a worker serving SMTP: parse and store as the daemon would ask it to. `raw` is an
+    OSError when the DATA could not be spooled: the daemon answers for it (a full disk: 452)."""
+    if isinstance(raw, OSError):
+        return HandedOver(mail_from, recipients, raw)
     try:
         if isinstance(raw, Path):
             msg = parse_spooled(raw, raw_root, attachment_root, max_parts)

@@ -7,6 +7,7 @@ pipeline to the writer thread, log one line per mail, quarantine what cannot be 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from maild.ingest.parse import InboundMessage, ParseError, parse_message
 from maild.ingest.parse_pool import HandedOver, ParsePool, Parsing, parse_spooled
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
-from maild.ingest.writer import IngestWriter, StorageError
+from maild.ingest.writer import IngestWriter, StorageError, is_disk_full
 from maild.runtime import Runtime
 from maild.threading.tokens import BOUNCE_LOCAL, split_plus_address
 
@@ -40,15 +41,30 @@ class PendingReceive:
         self.finish = finish
         self.commit = commit  # the writer's job, when there is one
 
-    async def finish_on_loop(self) -> ReceiveResult:
+    async def finish_on_loop(self, timeout: float | None = None) -> ReceiveResult:
         """finish() for the event loop: awaits the commit instead of holding a thread for it,
-        and needs a thread only for a quarantine (file writes)."""
+        and needs a thread only for a quarantine (file writes). Past `timeout` (a database
+        that hangs) the mail is not stored as far as the sender knows: its job is withdrawn
+        if the writer has not begun it, and if it has and commits later, the sender's retry
+        is a duplicate of it."""
         if self.commit is None:
             return await asyncio.to_thread(self.finish)
-        await asyncio.wait([asyncio.wrap_future(self.commit)])
+        waiting = asyncio.wrap_future(self.commit)
+        # read whatever ends the wait, or asyncio logs "Future exception was never retrieved"
+        waiting.add_done_callback(_retrieved)
+        done, _ = await asyncio.wait([waiting], timeout=timeout)
+        if not done and self.commit.cancel():
+            log.error("message not stored in time, sender must retry", timeout=timeout)
+            return ReceiveResult(stored=False, outcomes=[])
+        await asyncio.wait([waiting])  # done, or its result on the way
         if self.commit.exception() is None or isinstance(self.commit.exception(), StorageError):
             return self.finish()  # the result is there: finish() only logs
         return await asyncio.to_thread(self.finish)
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,31 @@ class ReceiveResult:
     stored: bool  # False: nothing was kept, the sender must retry
     outcomes: list[Outcome]
     quarantined: str | None = None
+    disk_full: bool = False  # not stored for want of space (SMTP 452 rather than 451)
+
+
+class DiskFull:
+    """A full disk is logged when mail first meets it and when mail is stored again, not once
+    a mail: the sender hears 452 meanwhile, and retries."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def met(self, error: str, via: str) -> ReceiveResult:
+        with self._lock:
+            first, self.refused = not self.refused, self.refused + 1
+        if first:
+            log.error("disk full: mail answered 452 until there is space again", error=error, via=via)
+        return ReceiveResult(stored=False, outcomes=[], disk_full=True)
+
+    def stored(self) -> None:
+        if not self.refused:
+            return
+        with self._lock:
+            refused, self.refused = self.refused, 0
+        if refused:
+            log.info("disk space back: mail accepted again", refused=refused)
 
 
 def deliveries_for(rt: Runtime, recipients: list[str], mail_from: str | None,
@@ -86,18 +127,33 @@ class Receiver:
         self.runtime = runtime
         self.writer = writer
         self.parser = parser  # None: parse in the calling thread
+        self.disk_full = DiskFull()
+
+    @property
+    def commit_wait(self) -> float:
+        """How long an SMTP session waits for its commit before answering 451: the SMTP
+        timeout ([protection] smtp_idle_timeout_seconds), so that a hung database costs the
+        sender a retry, not a session that hangs with it."""
+        return self.runtime.config.protection.smtp_idle_timeout_seconds
+
+    def not_stored(self, error: BaseException, via: str, **fields: Any) -> ReceiveResult:
+        """Nothing was kept: the sender must retry (451), or, on a full disk, 452."""
+        detail = str(error) if isinstance(error, StorageError) else f"{type(error).__name__}: {error}"
+        if is_disk_full(error):
+            return self.disk_full.met(detail, via)
+        log.error("message not stored, sender must retry", **fields, error=detail, via=via)
+        return ReceiveResult(stored=False, outcomes=[])
 
     def swap_runtime(self, runtime: Runtime) -> None:
         """Used by reload: the next mail sees the new config; mails in flight keep theirs."""
         self.runtime = runtime
 
-    async def receive(self, raw: bytes | Path, *, mail_from: str | None, recipients: list[str],
+    async def receive(self, raw: bytes | Path | OSError, *, mail_from: str | None, recipients: list[str],
                       via: str) -> ReceiveResult:
         """The SMTP path: parsing (in the parse pool, or a thread) and waiting happen off the
-        event loop."""
-        if self.parser is None and isinstance(raw, bytes):
-            return await asyncio.to_thread(self.receive_blocking, raw, _envelope_plan(recipients, mail_from, via),
-                                           via=via, mail_from=mail_from, recipients=recipients)
+        event loop. `raw` is an OSError when the DATA could not even be spooled."""
+        if isinstance(raw, OSError):
+            return await self.receive_parsed(b"", raw, mail_from=mail_from, recipients=recipients, via=via)
         try:
             parsed: InboundMessage | Exception = await self._parse_off_loop(raw)
         except (ParseError, OSError) as e:
@@ -112,15 +168,14 @@ class Receiver:
             reason = f"unparseable: {parsed}"
             return await asyncio.to_thread(self._quarantine_now, raw, reason, mail_from, recipients)
         if isinstance(parsed, Exception):  # the blobs could not be written: nothing is kept, retry later
-            log.error("message not stored, sender must retry", error=f"{type(parsed).__name__}: {parsed}", via=via)
             if isinstance(raw, Path):
                 raw.unlink(missing_ok=True)
-            return ReceiveResult(stored=False, outcomes=[])
+            return self.not_stored(parsed, via)
         # what a quarantine keeps if processing fails: a worker serving SMTP sends a small
         # mail's bytes inside the parsed mail, a larger one's path
         kept: bytes | Path = Path(parsed.raw_path) if parsed.raw_path else parsed.raw or raw
         return await self.hand_over(kept, parsed, _envelope_plan(recipients, mail_from, via), via=via,
-                                    mail_from=mail_from, recipients=recipients).finish_on_loop()
+                                    mail_from=mail_from, recipients=recipients).finish_on_loop(self.commit_wait)
 
     async def receive_handed_over(self, handed: HandedOver) -> ReceiveResult:
         """A mail whose SMTP session a parse worker served and which it parsed."""
@@ -131,11 +186,13 @@ class Receiver:
     async def _parse_off_loop(self, raw: bytes | Path) -> InboundMessage:
         rt = self.runtime
         roots = (str(rt.raw_store.root), str(rt.attachment_store.root))
+        max_parts = rt.config.protection.max_mime_parts
         if isinstance(raw, Path):
             if self.parser is not None:
                 return await self.parser.parse_spooled(raw)
-            return await asyncio.to_thread(parse_spooled, raw, *roots, rt.config.protection.max_mime_parts)
-        assert self.parser is not None
+            return await asyncio.to_thread(parse_spooled, raw, *roots, max_parts)
+        if self.parser is None:  # the pipeline keeps the blobs, in the writer's job
+            return await asyncio.to_thread(parse_message, raw, max_parts=max_parts)
         return await self.parser.parse(raw)
 
     def _quarantine_now(self, raw: bytes | Path, reason: str, mail_from: str | None,
@@ -165,8 +222,8 @@ class Receiver:
             msg = parsing.result() if parsing is not None else parse_message(
                 raw, max_parts=self.runtime.config.protection.max_mime_parts)
         except OSError as e:  # the worker could not write the blobs: nothing is kept, retry later
-            log.error("message not stored, sender must retry", error=f"{type(e).__name__}: {e}", via=via)
-            return PendingReceive(lambda: ReceiveResult(stored=False, outcomes=[]))
+            result = self.not_stored(e, via)
+            return PendingReceive(lambda: result)
         except ParseError as e:
             return self.start_quarantine(raw, f"unparseable: {e}", mail_from, recipients, also)
         return self.hand_over(raw, msg, plan, via=via, mail_from=mail_from, recipients=recipients, also=also)
@@ -183,9 +240,7 @@ class Receiver:
             try:
                 outcomes = future.result()
             except StorageError as e:
-                log.error("message not stored, sender must retry", message_id=msg.message_id, error=str(e),
-                          via=via)
-                return ReceiveResult(stored=False, outcomes=[])
+                return self.not_stored(e, via, message_id=msg.message_id)
             except Quarantined as e:  # kept aside by decision: the reason says why
                 return self.start_quarantine(raw, e.reason, mail_from, recipients, also).finish()
             except Exception as e:
@@ -197,6 +252,7 @@ class Receiver:
                          agent_reason=o.agent_reason or None, reason=o.reason or None,
                          classification=o.classification, visibility=o.visibility,
                          acknowledgement=o.acknowledgement, via=via, size=msg.size)
+            self.disk_full.stored()
             return ReceiveResult(stored=True, outcomes=outcomes)
         return PendingReceive(finish, future)
 
@@ -217,8 +273,12 @@ class Receiver:
             path = quarantine(rt.config.data_dir, raw, reason, mail_from=mail_from, recipients=recipients,
                               now=rt.clock())
         except OSError as e:
-            log.error("quarantine failed, sender must retry", reason=reason, error=str(e))
-            return PendingReceive(lambda: ReceiveResult(stored=False, outcomes=[]))
+            if is_disk_full(e):
+                result = self.disk_full.met(f"quarantine: {type(e).__name__}: {e}", "quarantine")
+            else:
+                log.error("quarantine failed, sender must retry", reason=reason, error=str(e))
+                result = ReceiveResult(stored=False, outcomes=[])
+            return PendingReceive(lambda: result)
         if also is None:
             return PendingReceive(lambda: ReceiveResult(stored=True, outcomes=[], quarantined=str(path)))
         future = self.writer.submit(also)

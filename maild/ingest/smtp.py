@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from maild.ingest.smtp_data import read_data
 from maild.threading.tokens import split_plus_address
@@ -25,6 +25,8 @@ log = structlog.get_logger("maild.smtp")
 
 NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
 TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
+NO_SPACE = "452 4.3.1 Insufficient system storage"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY = "421 4.7.0 Too many connections"
 TOO_MANY_FROM_YOU = "421 4.7.0 Too many connections from your address"
 IDLE = "421 4.4.2 Idle too long, closing connection"
@@ -33,6 +35,11 @@ IDLE = "421 4.4.2 Idle too long, closing connection"
 COMMAND_LINE_LIMIT = 4096
 # DATA is read in blocks of up to this much (ingest.smtp_data), whatever its lines' length.
 DATA_BLOCK_LIMIT = 1024 * 1024
+# At a stop, a DATA still arriving gets this long to end (then its mail is committed and
+# answered); one still arriving after it is cut with 421, and nothing of it is kept.
+DRAIN_DATA_SECONDS = 10.0
+# After that, a session that has its reply gets this long to say QUIT before it hears 421.
+DRAIN_QUIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,83 @@ class SessionGate:
         self.table[mine + self._bucket(client)] -= 1
 
 
+class Drain:
+    """The SMTP sessions of one process, for a stop that never commits a mail without
+    answering it: sessions between commands hear 421 at once; a DATA that is arriving may end
+    (DRAIN_DATA_SECONDS), and its mail is committed and answered as any other; one that does
+    not end in time is cut with 421 before anything of it is committed."""
+
+    def __init__(self) -> None:
+        self.sessions: set[MaildSMTP] = set()
+        self.stopping = False
+
+    def begin(self) -> None:
+        """No new mail from now on."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for session in list(self.sessions):
+            if not session.in_data:
+                session.shut()
+
+    async def finish(self, timeout: float = DRAIN_DATA_SECONDS + 60.0) -> None:
+        """Waits for the DATA arriving (up to DRAIN_DATA_SECONDS, within `timeout`) and the
+        mail being committed (up to `timeout`: the commit's own wait is bounded), then closes
+        the sessions left."""
+        self.begin()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        data_until = start + min(DRAIN_DATA_SECONDS, timeout)
+        while any(s.reading_data for s in self.sessions) and loop.time() < data_until:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            if session.reading_data:
+                log.warning("smtp DATA still arriving at stop: cut with 421, nothing kept",
+                            peer=str(session.session.peer if session.session else None))
+                session.shut()
+        while any(s.in_data for s in self.sessions) and loop.time() < start + timeout:
+            await asyncio.sleep(0.05)
+        quit_until = loop.time() + DRAIN_QUIT_SECONDS
+        while self.sessions and loop.time() < quit_until:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.shut()
+
+
+class SmtpServer(asyncio.AbstractServer):
+    """An asyncio server whose close() also stops taking mail on the sessions open, and whose
+    wait_closed() waits for their mail to be answered (Drain), as Python 3.12's waits for
+    its connections to end."""
+
+    def __init__(self, server: asyncio.Server, drain: Drain):
+        self.server = server
+        self.drain = drain
+
+    def close(self) -> None:
+        self.server.close()
+        self.drain.begin()
+
+    async def wait_closed(self) -> None:
+        await self.drain.finish()
+        await self.server.wait_closed()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.server.get_loop()
+
+    def is_serving(self) -> bool:
+        return self.server.is_serving()
+
+    async def start_serving(self) -> None:
+        await self.server.start_serving()
+
+    async def serve_forever(self) -> None:
+        await self.server.serve_forever()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self.server.sockets)
+
+
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH_RE = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
@@ -124,19 +208,39 @@ class MaildSMTP(SMTP):
     `gate` counts the session in (SessionGate) or turns it away with 421 before the greeting.
     The idle timeout (aiosmtpd's `timeout`, reset by each command) does not cut a DATA that is
     still arriving, nor a mail being committed.
+
+    `drain` holds the process's sessions for a stop (Drain): a mail is committed only if its
+    session is still open when its DATA ends, and answered before the session is closed.
     """
 
     line_length_limit = COMMAND_LINE_LIMIT
 
     def __init__(self, handler: Any, *, spool_dir: Path | None = None, gate: SessionGate | None = None,
-                 **kwargs: Any):
+                 drain: Drain | None = None, **kwargs: Any):
         super().__init__(handler, **kwargs)
         self.spool_dir = spool_dir  # where a large mail's DATA goes instead of memory
         self.gate = gate
+        self.drain = drain or Drain()
         self._client: str | None = None  # counted by the gate while the session lasts
         self._refused = False
         self._in_data = False  # DATA is being read or its mail delivered
+        self.reading_data = False  # DATA is being read (a stop may still cut it)
+        self._shut = False  # closed by a stop: nothing more of this session is delivered
         self._last_input = 0.0
+
+    @property
+    def in_data(self) -> bool:
+        return self._in_data
+
+    def shut(self) -> None:
+        """421 and close, for a stop (RFC 5321 §3.8): never while its mail is being committed."""
+        if self._shut:
+            return
+        self._shut = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.gate is not None and self._original_transport is None:  # not STARTTLS's second call
@@ -153,9 +257,17 @@ class MaildSMTP(SMTP):
                 transport.close()
                 return
             self._client = client
+        if self.drain.stopping:  # accepted just before the listening socket closed
+            self._refused = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(SHUTTING_DOWN.encode() + b"\r\n")
+            transport.close()
+            return
+        self.drain.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        self.drain.sessions.discard(self)
         if self._client is not None and self.gate is not None:
             self.gate.leave(self._client)
             self._client = None
@@ -195,7 +307,17 @@ class MaildSMTP(SMTP):
             return super()._getaddr(arg)
         return m.group(1), rest
 
+    @syntax(SMTP.smtp_MAIL.__smtp_syntax__, SMTP.smtp_MAIL.__smtp_syntax_extended__)  # type: ignore[attr-defined]
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self.drain.stopping:  # a session that had its reply during a stop: no new mail
+            self.shut()
+            return
+        await super().smtp_MAIL(arg)
+
     async def smtp_DATA(self, arg: str) -> None:
+        if self.drain.stopping:
+            self.shut()
+            return
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
@@ -206,7 +328,7 @@ class MaildSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._in_data = True
+        self._in_data = self.reading_data = True
         self._reader._limit = DATA_BLOCK_LIMIT  # type: ignore[attr-defined]  # asyncio has no setter
         try:
             try:
@@ -217,24 +339,30 @@ class MaildSMTP(SMTP):
                 raise
             finally:
                 self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
+                self.reading_data = False
+            if self._shut:  # cut by a stop as the DATA ended: not answered, so not kept
+                if data.spooled is not None:
+                    data.spooled.unlink(missing_ok=True)
+                return
             if data.too_big:
                 self._set_post_data_state()
                 await self.push("552 Error: Too much mail data")
                 return
             self.envelope.content = self.envelope.original_content = data.content
             self.envelope.spooled = data.spooled  # type: ignore[attr-defined]  # the handler takes the file
+            self.envelope.spool_error = data.error  # type: ignore[attr-defined]  # the handler answers for it
             self._last_input = float("inf")  # being delivered: not idle, however long the commit takes
             status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push("250 OK" if status is MISSING else status)
         finally:
-            self._in_data = False
+            self._in_data = self.reading_data = False
             self._last_input = self.loop.time()
-        self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
 
 
-# What becomes of a mail whose DATA is complete: its raw bytes (or spool file), MAIL FROM and
-# the accepted recipients in; the final reply out.
-Deliver = Callable[[bytes | Path, str, list[str]], Awaitable[str]]
+# What becomes of a mail whose DATA is complete: its raw bytes (or spool file, or the OSError
+# that kept it from being spooled), MAIL FROM and the accepted recipients in; the final reply out.
+Deliver = Callable[[bytes | Path | OSError, str, list[str]], Awaitable[str]]
 
 
 class MaildHandler:
@@ -255,7 +383,8 @@ class MaildHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw: bytes | Path = getattr(envelope, "spooled", None) or envelope.original_content or b""
+        raw: bytes | Path | OSError = (getattr(envelope, "spool_error", None) or getattr(envelope, "spooled", None)
+                                       or envelope.original_content or b"")
         mail_from = envelope.mail_from
         return await self.deliver(raw, mail_from if mail_from != "<>" else "", list(envelope.rcpt_tos))
 
@@ -263,8 +392,11 @@ class MaildHandler:
 def smtp_reply(result: ReceiveResult) -> str:
     """The reply to DATA: 250 only for a mail that is stored (committed or quarantined). It
     says nothing of what became of the mail: anyone may send, and a case number (or that the
-    mail was quarantined) is not theirs to learn from the SMTP reply."""
-    return "250 2.0.0 OK" if result.stored else TRY_LATER
+    mail was quarantined) is not theirs to learn from the SMTP reply. Not stored: 452 when
+    the disk is full, 451 otherwise; the sender retries either way."""
+    if result.stored:
+        return "250 2.0.0 OK"
+    return NO_SPACE if result.disk_full else TRY_LATER
 
 
 def receiver_handler(receiver: Receiver) -> MaildHandler:
@@ -312,15 +444,17 @@ def bind_smtp_sockets(listen: list[str]) -> list[socket.socket]:
 
 async def start_smtp_servers(handler: MaildHandler, socks: list[socket.socket], hostname: str,
                              max_bytes: int, spool_dir: Path | None = None,
-                             start_serving: bool = True, gate: SessionGate | None = None) -> list[asyncio.Server]:
+                             start_serving: bool = True, gate: SessionGate | None = None) -> list[SmtpServer]:
     """`gate`: the session limits, counted with other processes' sessions if it is shared;
-    None: the default limits, counted in this process."""
+    None: the default limits, counted in this process. The servers share one Drain: closing
+    them (and waiting for them) answers the mail of every session they opened."""
     loop = asyncio.get_running_loop()
     gate = gate or SessionGate(SessionLimits())
+    drain = Drain()
 
     def factory() -> MaildSMTP:
         return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
-                         enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir, gate=gate,
+                         enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir, gate=gate, drain=drain,
                          timeout=gate.limits.idle_timeout)
-    return [await loop.create_server(factory, sock=sock, start_serving=start_serving)
+    return [SmtpServer(await loop.create_server(factory, sock=sock, start_serving=start_serving), drain)
             for sock in socks]

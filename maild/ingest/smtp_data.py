@@ -10,6 +10,7 @@ refused without being kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,6 +27,7 @@ class DataResult:
     size: int  # bytes on the wire before the final ".", dot-stuffing included (as aiosmtpd counts)
     too_big: bool
     spooled: Path | None = None  # a large mail's content, in a file the caller now owns
+    error: OSError | None = None  # the spool file could not be written (a full disk): nothing is kept
 
 
 def _partial_end(data: bytes) -> int:
@@ -83,10 +85,11 @@ class _Content:
         return content
 
     def drop(self) -> None:
-        """Nothing of this mail is kept (too big, or the connection was lost)."""
+        """Nothing of this mail is kept (too big, the spool file failed, the connection was lost)."""
         self.parts, self._held = [], 0
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # closing flushes, which fails as the write did
+                self.file.close()
             self.file = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
@@ -105,15 +108,20 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None, spool_dir: 
     content = _Content(spool_dir, spool_above)
     size = -2  # the assumed CRLF is not on the wire
     too_big = False
+    error: OSError | None = None  # the spool file failed: the rest is read and dropped
 
     def commit(data: bytes) -> None:
-        nonlocal size, too_big
+        nonlocal size, too_big, error
         size += len(data)
         if not too_big and limit is not None and size > limit:
             too_big = True
             content.drop()  # nothing of an oversized mail is kept
-        if not too_big:
-            content.feed(data)
+        if not too_big and error is None:
+            try:
+                content.feed(data)
+            except OSError as e:
+                error = e
+                content.drop()
 
     try:
         await _read_until_end(reader, commit)
@@ -122,7 +130,14 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None, spool_dir: 
         raise
     if too_big:
         return DataResult(b"", size, True)
-    data = content.finish()
+    if error is None:
+        try:
+            data = content.finish()
+        except OSError as e:
+            error = e
+            content.drop()
+    if error is not None:
+        return DataResult(b"", size, False, error=error)
     return DataResult(data, size, False, content.path)
 
 

@@ -11,7 +11,7 @@ the GIL the writer thread needs.
 
 The worker still answers the daemon's parse requests (IMAP) on its request socket, and three
 more: start accepting (the daemon is ready), the mailboxes after a reload, and a stop (no new
-sessions, finish the mail in flight).
+sessions; a DATA arriving may end and is answered, smtp.Drain; the mail in flight finished).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _WorkerSessions:
     def is_ours(self, base: str) -> bool:
         return base.lower() in self.mailboxes
 
-    async def deliver(self, raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
+    async def deliver(self, raw: bytes | Path | OSError, mail_from: str, recipients: list[str]) -> str:
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -112,10 +112,13 @@ async def _serve(requests: socket.socket, handover: socket.socket, raw_root: str
                 for s in servers:
                     await s.start_serving()
                 body = _pickled(True, None)
-            elif kind == _STOP:
+            elif kind == _STOP:  # no new session or mail; what arrives in time is answered (smtp.Drain)
+                timeout = float(payload.decode())
                 for s in servers:
                     s.close()
-                await sessions.finish(float(payload.decode()))
+                if servers:
+                    await servers[0].drain.finish(timeout)
+                await sessions.finish(timeout)
                 body = _pickled(True, None)
             else:
                 body = answer_request(kind, payload, raw_root, attachment_root, max_parts)

@@ -1,0 +1,158 @@
+"""Intake under faults, as a sending MTA meets them: a stop in the middle of DATA, inserts
+that fail, two daemons on one PostgreSQL database, a full disk. Every mail either gets its
+250 and is stored once, or gets 421/451/452 and is not stored (or is a duplicate of what was
+stored when the sender retries); the daemon's log holds no Python traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import smtplib
+import socket
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from maild.store.db import make_engine
+from tests.conftest import Database
+from tests.support.daemon import Daemon
+from tests.support.faults import break_inserts, mend_inserts
+from tests.support.mails import mail
+from tests.support.sink import Sink
+
+SUPPORT = "support@example.com"
+
+
+def with_workers(d: Daemon, workers: int) -> Daemon:
+    """The daemon serving SMTP itself (0) or in parse worker processes."""
+    assert d.config is not None
+    cfg = d.config.read_text()
+    d.config.write_text(cfg.replace("max_message_bytes =", f"parse_processes = {workers}\nmax_message_bytes =", 1))
+    return d
+
+
+def assert_clean_log(d: Daemon) -> None:
+    log = d.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]
+    assert "Future exception was never retrieved" not in log, log[-4000:]
+    assert "never awaited" not in log, log[-4000:]
+
+
+class RawSession:
+    """An SMTP client on a plain socket, so that a test can stop half-way through DATA."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.stream = self.sock.makefile("rb")
+        assert self.reply().startswith(b"220")
+
+    def reply(self) -> bytes:
+        """The last line of the next reply; b"" when the server closed the connection."""
+        while True:
+            try:
+                line = self.stream.readline()
+            except ConnectionError:
+                return b""
+            if len(line) < 4 or line[3:4] != b"-":
+                return line.rstrip(b"\r\n")
+
+    def command(self, line: str) -> bytes:
+        self.sock.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def begin_mail(self, sender: str, data: bytes) -> None:
+        """EHLO … DATA and the first half of the mail."""
+        assert self.command("EHLO client.test").startswith(b"250")
+        assert self.command(f"MAIL FROM:<{sender}>").startswith(b"250")
+        assert self.command(f"RCPT TO:<{SUPPORT}>").startswith(b"250")
+        assert self.command("DATA").startswith(b"354")
+        self.rest = data[len(data) // 2:] + b".\r\n"
+        self.sock.sendall(data[:len(data) // 2])
+
+    def end_mail(self) -> bytes:
+        try:
+            self.sock.sendall(self.rest)
+        except OSError:
+            return b""
+        return self.reply()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def code(reply: bytes) -> int | None:
+    return int(reply[:3]) if reply[:3].isdigit() else None
+
+
+def subjects(d: Daemon) -> Counter[str]:
+    return Counter(c["subject"] for c in d.cases())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_in_the_middle_of_data_answers_every_mail_it_stores(sink: Sink, tmp_path: Path,
+                                                                    workers: int) -> None:
+    d = with_workers(Daemon.with_config(tmp_path, f"sqlite:///{tmp_path}/maild.db",
+                                        f"smtp://127.0.0.1:{sink.port}"), workers)
+    d.start()
+    sessions: list[RawSession] = []
+    try:
+        idle = RawSession(d.smtp_port)
+        assert idle.command("EHLO client.test").startswith(b"250")
+        finishing = {f"Mid-DATA {i}": RawSession(d.smtp_port) for i in range(4)}
+        for subject, s in finishing.items():
+            s.begin_mail("jane@acme.test", mail("jane@acme.test", SUPPORT, subject, "It jams.\n" * 200))
+        cut = RawSession(d.smtp_port)  # its DATA never ends in time
+        cut.begin_mail("bob@acme.test", mail("bob@acme.test", SUPPORT, "Never finished", "Slow.\n" * 200))
+        sessions = [idle, *finishing.values(), cut]
+        time.sleep(0.3)  # the DATA halves are read
+
+        assert d.proc is not None
+        os.killpg(d.proc.pid, signal.SIGTERM)
+        assert code(idle.reply()) == 421  # no mail in flight: told at once, and closed
+        time.sleep(0.5)
+        replies = {subject: s.end_mail() for subject, s in finishing.items()}
+        cut_reply = cut.reply()  # cut after the grace, before anything of it was stored
+        assert d.proc.wait(30) == 0
+    finally:
+        for s in sessions:
+            s.close()
+        d.stop()
+    assert {subject: code(r) for subject, r in replies.items()} == dict.fromkeys(finishing, 250), replies
+    assert code(cut_reply) in (421, None), cut_reply
+    assert subjects(d) == Counter(list(finishing))  # the answered mail once each, the cut one not at all
+    assert_clean_log(d)
+    assert "still arriving at stop" in d.log_path.read_text()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_failing_inserts_answer_451_to_each_mail_without_a_traceback(database: Database, sink: Sink,
+                                                                      tmp_path: Path, workers: int) -> None:
+    d = with_workers(Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}"), workers)
+    d.start()
+    engine = make_engine(database.url)
+    mails = [mail(f"user{i}@acme.test", SUPPORT, f"Broken {i}", "Printer on fire.") for i in range(12)]
+
+    def send(raw: bytes) -> int:
+        try:
+            d.send(raw, "x@acme.test", [SUPPORT])
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code
+        return 250
+
+    try:
+        break_inserts(engine, "posts", "disk on fire")
+        with ThreadPoolExecutor(12) as pool:  # several mails in one group commit, all failing
+            assert list(pool.map(send, mails)) == [451] * len(mails)
+        mend_inserts(engine, "posts")
+        with ThreadPoolExecutor(12) as pool:  # the senders retry, and the writer is still there
+            assert list(pool.map(send, mails)) == [250] * len(mails)
+        assert subjects(d) == Counter(f"Broken {i}" for i in range(12))
+    finally:
+        engine.dispose()
+        assert d.stop() == 0
+    assert_clean_log(d)
