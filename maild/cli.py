@@ -54,15 +54,17 @@ def _load_for_reading(config_path: str | None) -> Config:
         return cfg
 
 
-def _engine(cfg: Config) -> Engine:
-    from maild.store.db import database_url, make_engine, prepare_database
+def _engine(cfg: Config, *, reading: bool = False) -> Engine:
+    """The configured database with its schema checked; `reading`: for a command that only
+    reads, which then takes no write lock (on SQLite it runs beside the daemon's writer)."""
+    from maild.store.db import DatabaseUnavailable, SchemaBehind, database_url, make_engine, prepare_database, read_only
 
-    engine = make_engine(database_url(cfg))
     try:
+        engine = make_engine(database_url(cfg))
         prepare_database(engine)
-    except Exception as e:
+    except (DatabaseUnavailable, SchemaBehind) as e:
         raise click.ClickException(str(e)) from None
-    return engine
+    return read_only(engine) if reading else engine
 
 
 def _print_json(data: Any) -> None:
@@ -106,16 +108,33 @@ def main() -> None:
 def run(config_path: str | None) -> None:
     from maild.daemon import serve
     from maild.logs import configure_logging
-    from maild.store.db import SchemaBehind
+    from maild.store.db import DatabaseUnavailable, SchemaBehind
 
     configure_logging()
-    _load(config_path)  # refuse to start on a bad file, listing every problem
+    cfg = _load(config_path)  # refuse to start on a bad file, listing every problem
+    _check_data_dir(cfg)
     try:
         asyncio.run(serve(config_path))
-    except SchemaBehind as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
+    except (SchemaBehind, DatabaseUnavailable) as e:
         raise click.ClickException(f"cannot start: {e}") from None
+    except OSError as e:  # a folder maild cannot write, a port taken: what, then where
+        what = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        raise click.ClickException(f"cannot start: {what}") from None
+
+
+def _check_data_dir(cfg: Config) -> None:
+    """Every mail's raw bytes go under data_dir: a folder that takes no files (read-only, not
+    ours) would show only at the first mail, as 451 to every sender; the start refuses it."""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(cfg.data_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise click.ClickException(f"cannot start: the data folder {folder}: {e.strerror or e}") from None
 
 
 @main.command("check-config", help="Validate the config file; print 'ok' or every problem.")
@@ -175,11 +194,19 @@ def db() -> None:
 @db.command("upgrade", help="Bring the database schema to the newest version.")
 @config_option
 def db_upgrade(config_path: str | None) -> None:
-    from maild.store.db import database_url, make_engine, upgrade_database
+    from sqlalchemy.exc import DBAPIError
+
+    from maild.store.db import DatabaseUnavailable, database_url, failure_reason, make_engine, upgrade_database, where
 
     cfg = _load(config_path)
-    engine = make_engine(database_url(cfg))
-    upgrade_database(engine)
+    try:
+        engine = make_engine(database_url(cfg))
+        upgrade_database(engine)
+    except DatabaseUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    except DBAPIError as e:
+        what = f"cannot upgrade the database {where(cfg.database.url)}: {failure_reason(e)}"
+        raise click.ClickException(what) from None
     click.echo("database is up to date")
 
 
@@ -209,7 +236,7 @@ def case_list(config_path: str | None, as_json: bool, stage: str | None, only_op
     from maild.store.views import case_summary, queue_order
 
     cfg = _load_for_reading(config_path)
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         q = select(Case)
         if stage:
             q = q.where(Case.stage == stage)
@@ -259,7 +286,7 @@ def message_raw(config_path: str | None, message_id: str) -> None:
 
     cfg = _load_for_reading(config_path)
     wanted = message_id.strip().strip("<>")
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         sha256 = session.scalar(select(Message.sha256).where(Message.message_id == wanted).order_by(Message.id))
         if sha256 is None:
             raise click.ClickException(f"no stored mail has the Message-ID <{wanted}>")
@@ -279,7 +306,7 @@ def case_show(config_path: str | None, number: int, as_json: bool) -> None:
     from maild.store.views import case_detail
 
     cfg = _load_for_reading(config_path)
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         c = session.get(Case, number)
         if c is None:
             raise click.ClickException(f"no case #{number}")
@@ -381,7 +408,7 @@ def outbox_list(config_path: str | None, status: str | None, limit: int, as_json
     from maild.store.views import outbox_data
 
     cfg = _load_for_reading(config_path)
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         q = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit)
         if status:
             q = q.where(OutboxMail.status == status)

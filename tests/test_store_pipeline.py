@@ -517,15 +517,23 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
 
 def test_a_sqlite_connection_commits_durably(tmp_path: Path) -> None:
     """Every connection maild opens to SQLite: WAL, an fsync at each commit (a 250 means the
-    mail is on disk), foreign keys enforced, checkpoints every SQLITE_WAL_CHECKPOINT_PAGES."""
-    from maild.store.db import SQLITE_WAL_CHECKPOINT_PAGES, make_engine
+    mail is on disk), foreign keys enforced, checkpoints every SQLITE_WAL_CHECKPOINT_PAGES, the
+    WAL cut back to SQLITE_JOURNAL_SIZE_LIMIT after one, and a wait for a lock bounded."""
+    from maild.store.db import (
+        SQLITE_BUSY_TIMEOUT_MS,
+        SQLITE_JOURNAL_SIZE_LIMIT,
+        SQLITE_WAL_CHECKPOINT_PAGES,
+        make_engine,
+    )
 
     engine = make_engine(f"sqlite:///{tmp_path}/maild.db")
+    names = ("journal_mode", "synchronous", "foreign_keys", "wal_autocheckpoint", "journal_size_limit", "busy_timeout")
     with engine.connect() as conn:
-        pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                   for name in ("journal_mode", "synchronous", "foreign_keys", "wal_autocheckpoint")]
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
     engine.dispose()
-    assert pragmas == ["wal", 2, 1, SQLITE_WAL_CHECKPOINT_PAGES]  # synchronous 2: FULL
+    assert pragmas == ["wal", 2, 1, SQLITE_WAL_CHECKPOINT_PAGES,  # synchronous 2: FULL
+                       SQLITE_JOURNAL_SIZE_LIMIT, SQLITE_BUSY_TIMEOUT_MS]
+    assert SQLITE_JOURNAL_SIZE_LIMIT <= 8 * 1024 * 1024 and SQLITE_BUSY_TIMEOUT_MS <= 30_000
 
 
 def test_an_address_no_header_can_carry_costs_its_own_mail_only(desk: Desk) -> None:
