@@ -301,10 +301,19 @@ class IngestWriter:
                     except Exception as e:
                         raise _JobFailed(e) from e
                     continue
+                savepoint = session.begin_nested()  # outside the try: a failure here is the whole batch's
+                # SQLAlchemy emits the SAVEPOINT when the session next asks for its connection, but
+                # store.rows keeps the connection and runs statements on it without asking: without
+                # this, what a job writes that way is outside its SAVEPOINT, and a failure there
+                # aborts the whole transaction (PostgreSQL) or is not rolled back (SQLite)
+                session.connection()
                 try:
-                    with session.begin_nested():
+                    with savepoint:
                         value = job(session)
                         write_later(session)  # inside the job's SAVEPOINT, before the next job
+                        # and every change of the job's objects, or the next SAVEPOINT's flush
+                        # sends them outside this one: a deadlock there aborts the transaction
+                        session.flush()
                         results.append((job, fut, value, None))
                 except Exception as e:
                     # What the job left in the session may describe rows its rollback removed

@@ -11,14 +11,16 @@ import signal
 import smtplib
 import socket
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from maild.store.db import make_engine
-from tests.conftest import Database
+from tests.conftest import PG_ADMIN_URL, Database, postgres_problem, require
 from tests.support.daemon import Daemon
 from tests.support.faults import break_inserts, mend_inserts
 from tests.support.mails import mail
@@ -156,3 +158,52 @@ def test_failing_inserts_answer_451_to_each_mail_without_a_traceback(database: D
         engine.dispose()
         assert d.stop() == 0
     assert_clean_log(d)
+
+
+def test_two_daemons_on_one_postgresql_database_store_each_mail_once(sink: Sink, tmp_path: Path) -> None:
+    """The same mails to both at once (an MTA that retried on the other MX) and different mails
+    from the same senders: no mail hears 451 for another's conflict, none is stored twice."""
+    problem = postgres_problem()
+    require(problem is None, problem or "")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    daemons = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            daemons.append(Daemon.with_config(tmp_path / name, url, f"smtp://127.0.0.1:{sink.port}"))
+            daemons[-1].start()
+        senders = [f"customer{i}@acme.test" for i in range(6)]  # contacts both daemons create at once
+        shared = [mail(senders[i % 6], SUPPORT, f"Shared {i}", "Sent to both.") for i in range(60)]
+        own = {d: [mail(senders[i % 6], SUPPORT, f"Only {name} {i}", "Sent once.") for i in range(60)]
+               for d, name in zip(daemons, "ab", strict=True)}
+        sends = [(d, raw) for raw in shared for d in daemons] + [(d, raw) for d in daemons for raw in own[d]]
+        sends.sort(key=lambda s: hash(s[1]))  # interleaved
+
+        def send(job: tuple[Daemon, bytes]) -> int:
+            try:
+                job[0].send(job[1], "x@acme.test", [SUPPORT])
+            except smtplib.SMTPDataError as e:
+                return e.smtp_code
+            return 250
+
+        with ThreadPoolExecutor(16) as pool:  # within [protection] max_smtp_sessions_per_client
+            codes = Counter(pool.map(send, sends))
+        assert codes == Counter({250: len(sends)})
+        stored = subjects(daemons[0])
+        expected = [f"Shared {i}" for i in range(60)] + [f"Only {n} {i}" for n in "ab" for i in range(60)]
+        assert stored == Counter(expected)  # each mail once, whichever daemon stored it
+        with admin.connect() as conn:
+            contacts = conn.execute(text(f'SELECT email FROM "{schema}".contacts')).scalars().all()
+        assert Counter(contacts)["customer0@acme.test"] == 1
+    finally:
+        for d in daemons:
+            assert d.stop() == 0
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    for d in daemons:
+        assert_clean_log(d)
