@@ -6,13 +6,17 @@ stored when the sender retries); the daemon's log holds no Python traceback."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import smtplib
 import socket
+import sqlite3
+import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from maild.store.db import make_engine
-from tests.conftest import PG_ADMIN_URL, Database, postgres_problem, require
+from tests.conftest import IN_CI, PG_ADMIN_URL, Database, postgres_problem, require
 from tests.support.daemon import Daemon
 from tests.support.faults import break_inserts, mend_inserts
 from tests.support.mails import mail
@@ -207,3 +211,88 @@ def test_two_daemons_on_one_postgresql_database_store_each_mail_once(sink: Sink,
         admin.dispose()
     for d in daemons:
         assert_clean_log(d)
+
+
+def _may_mount() -> bool:
+    """Root with CAP_SYS_ADMIN: a tmpfs mount should work, so under CI its failure is one."""
+    try:
+        caps = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapEff"))
+    except (OSError, StopIteration):
+        return False
+    return os.geteuid() == 0 and bool(int(caps.split()[1], 16) & (1 << 21))
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "2m") -> Iterator[Path]:
+    """A tmpfs of `size` at `path`, unmounted afterwards."""
+    path.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        problem = r.stderr.strip() if r.returncode else None
+    except FileNotFoundError:
+        problem = "no mount command"
+    if problem is not None:
+        reason = f"cannot mount a tmpfs for a full disk: {problem}"
+        if IN_CI and _may_mount():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(folder: Path) -> Path:
+    """Writes a file until the disk is full; returns it."""
+    filler = folder / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as f:
+        for chunk in (1 << 16, 1 << 12):
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * chunk)
+                    f.flush()
+    return filler
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_full_disk_answers_452_and_recovers_when_space_is_back(database: Database, sink: Sink, tmp_path: Path,
+                                                                 workers: int) -> None:
+    with small_disk(tmp_path / "data", "32m") as data:  # room for a mail spooled to disk (4 MB and more)
+        url = f"sqlite:///{data}/maild.db" if database.kind == "sqlite" else database.url
+        d = with_workers(Daemon.with_config(tmp_path, url, f"smtp://127.0.0.1:{sink.port}", max_bytes=20_000_000),
+                         workers)
+        d.start()
+        try:
+            d.send(mail("jane@acme.test", SUPPORT, "Before", "Room enough."), "jane@acme.test", [SUPPORT])
+            filler = fill(data)
+            mails = {"Large": mail("ann@acme.test", SUPPORT, "Large", "A long report line.\n" * 8000),
+                     "Spooled": mail("bob@acme.test", SUPPORT, "Spooled", "A very long log line.\n" * 205_000),
+                     **{f"Small {i}": mail(f"c{i}@acme.test", SUPPORT, f"Small {i}", "Short.") for i in range(3)}}
+
+            def send(raw: bytes) -> int:
+                try:
+                    d.send(raw, "x@acme.test", [SUPPORT])
+                except smtplib.SMTPDataError as e:
+                    return e.smtp_code
+                return 250
+
+            while_full = {subject: send(raw) for subject, raw in mails.items()}
+            assert while_full["Large"] == 452 and while_full["Spooled"] == 452, while_full
+            assert set(while_full.values()) <= {250, 452}, while_full  # never 451: the sender learns why
+            filler.unlink()
+            after = {subject: send(raw) for subject, raw in mails.items() if while_full[subject] != 250}
+            assert set(after.values()) == {250}, after
+            assert subjects(d) == Counter(["Before", *mails])
+            replies = [250, *while_full.values(), *after.values()]
+        finally:
+            assert d.stop() == 0
+            if database.kind == "sqlite":
+                with contextlib.closing(sqlite3.connect(data / "maild.db")) as conn:
+                    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    log = d.log_path.read_text()
+    # once per incident: a run of 452s, which a mail stored ends
+    incidents = sum(1 for before, now in itertools.pairwise(replies) if (before, now) == (250, 452))
+    assert log.count("disk full: mail answered 452") == incidents, log[-4000:]
+    assert log.count("disk space back") == incidents
+    assert_clean_log(d)
