@@ -294,6 +294,8 @@ class IngestWriter:
         results: list[_Result] = []
         with self._sessions() as session, session.begin():
             for job, fut in batch:
+                if fut.cancelled():  # its caller stopped waiting (answered 451) before it began
+                    continue
                 if not isolated:
                     try:
                         results.append((job, fut, job(session), None))
