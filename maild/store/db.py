@@ -37,10 +37,12 @@ PG_CONNECT_TIMEOUT_S = 10
 STARTUP_BUSY_TIMEOUT_MS = 3_000
 
 SQLITE_WAL_CHECKPOINT_PAGES = 8000  # of 4 KB
-# After a checkpoint that empties the WAL, the file is cut back to this (else it keeps its peak
-# size, ~32 MB after a burst, for good); and after a quiet second the idle checkpointer
-# truncates it to nothing.
-SQLITE_JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+# The WAL's size on disk: it grows to about one checkpoint's worth (~33 MB) while mail arrives,
+# more only when a reader holds a checkpoint back; after the next checkpoint that empties it,
+# SQLite cuts the file back to this. Not smaller: commits then overwrite the file in place
+# instead of extending it (an extension is also an fsync of the file's size). Once the desk is
+# quiet, IdleCheckpointer truncates the WAL to nothing.
+SQLITE_JOURNAL_SIZE_LIMIT = SQLITE_WAL_CHECKPOINT_PAGES * 4096
 SQLITE_IDLE_CHECKPOINT_SECONDS = 1.0
 _READ_ONLY = "maild_read_only"
 _BUSY_TIMEOUT = "maild_sqlite_busy_timeout_ms"
