@@ -52,7 +52,7 @@ def contract_list(config_path: str | None, as_json: bool) -> None:
     from maild.store.contracts import clients_of
 
     cfg = _load(config_path)
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         data = [{"name": c.name, "team": c.team, "agent": c.agent, "tag": c.tag, "calendar": c.calendar,
                  "rating": c.rating, "sla": c.sla,
                  "clients": [{"kind": k, "name": n} for k, n in clients_of(session, c.name)]}

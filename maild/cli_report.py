@@ -103,7 +103,7 @@ def report(config_path: str | None, first: datetime | None, last: datetime | Non
         calendars = calendars_by_name([c for c in cfg.calendars if c is not None])
     except CalendarError as e:
         raise click.ClickException(str(e)) from None
-    with Session(_engine(cfg)) as session:
+    with Session(_engine(cfg, reading=True)) as session:
         rows = load_rows(session, period)
     data = build_report(rows, cfg, period, calendars)
     if html_file:
