@@ -1,18 +1,21 @@
-"""`maild run`: the SMTP receiver, the writer thread and the outbox worker on one event loop."""
+"""`maild run`: the SMTP receiver, the writer thread and the outbox worker on one event loop.
+
+The long-running tasks (outbox, IMAP pollers, SLA timer) run under a Supervisor: each backs off
+on failure, logs an incident once, and is started again if it ends anyway; their health is kept
+in one `Health` object for /healthz."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from maild.config import ConfigError, keep_restart_only, load_config
 from maild.ingest.imap import ImapPoller
@@ -33,6 +36,7 @@ from maild.notify.samples import render_all_templates
 from maild.notify.transport import make_transport
 from maild.runtime import Runtime, build_runtime
 from maild.store.db import database_url, make_engine, make_sessionmaker, prepare_database
+from maild.supervise import Health, Incident, Supervisor
 
 log = structlog.get_logger("maild.daemon")
 
@@ -58,16 +62,16 @@ async def watchdog_pings() -> None:
         await asyncio.sleep(usec / 1_000_000 / 2)
 
 
-def schedule_poller(scheduler: AsyncIOScheduler, poller: ImapPoller) -> None:
-    """Polls every poll_seconds; where the server offers IDLE, each run waits in IDLE until just
-    before the next, so new mail arrives within seconds."""
+async def poll_mailbox(poller: ImapPoller, supervisor: Supervisor) -> None:
+    """Polls every poll_seconds; where the server offers IDLE, each cycle waits in IDLE until just
+    before the next, so new mail arrives within seconds. A cycle never raises: it backs off and
+    logs its own incidents (ImapPoller.cycle)."""
     every = poller.imap.poll_seconds
-
-    async def run_cycle() -> None:
+    loop = asyncio.get_running_loop()
+    while not supervisor.stopping:
+        started = loop.time()
         await asyncio.to_thread(poller.cycle, max(every - 1.0, 0.5))
-
-    scheduler.add_job(run_cycle, "interval", seconds=every, next_run_time=datetime.now(UTC), max_instances=1,
-                      coalesce=True, misfire_grace_time=None, id=poller.state_key, name=poller.state_key)
+        await supervisor.sleep(every - (loop.time() - started))
 
 
 SLA_TIMER_SECONDS = 30
@@ -78,13 +82,22 @@ async def run_sla_timer(receiver: Receiver) -> None:
     from maild.notify.escalation import raise_due_sla_events
 
     rt = receiver.runtime
-    try:
-        raised = await receiver.writer.run(lambda session: raise_due_sla_events(session, rt))
-    except Exception as e:  # the database may be briefly away; the next run catches up
-        log.error("sla timer failed", error=str(e))
-        return
+    raised = await receiver.writer.run(lambda session: raise_due_sla_events(session, rt))
     if raised:
         log.info("sla events raised", count=raised)
+
+
+async def sla_timer(receiver: Receiver, supervisor: Supervisor, incident: Incident) -> None:
+    """Every SLA_TIMER_SECONDS; while the database is away, backs off and the next run catches up."""
+    while not supervisor.stopping:
+        try:
+            await run_sla_timer(receiver)
+        except Exception as e:
+            delay = incident.failed(e)
+        else:
+            incident.succeeded()
+            delay = SLA_TIMER_SECONDS
+        await supervisor.sleep(delay)
 
 
 def report_template_problems(rt: Runtime) -> None:
@@ -112,7 +125,11 @@ async def serve(config_path: str | None) -> None:
     loop = asyncio.get_running_loop()
 
     writer = IngestWriter(sessions)
-    outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts)
+    health = Health()  # every supervised task's state, for /healthz
+    supervisor = Supervisor(health)
+    outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts,
+                          send_timeout=cfg.outbound.timeout_seconds, health=health.task("outbox"),
+                          journal_dir=Path(cfg.data_dir))
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
@@ -142,14 +159,15 @@ async def serve(config_path: str | None) -> None:
     clear_spool(spool)
     if receiver.parser is not None:
         await receiver.parser.start()
-    outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+    supervisor.start("outbox", outbox.run)
     pollers = [ImapPoller(m, receiver, sessions, rt.clock) for m in cfg.mailboxes if m.imap is not None]
-    scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
     for poller in pollers:
-        schedule_poller(scheduler, poller)
-    scheduler.add_job(run_sla_timer, "interval", args=[receiver], seconds=SLA_TIMER_SECONDS, max_instances=1,
-                      coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC), id="sla-timer")
-    scheduler.start()
+        health.tasks[poller.state_key] = poller.task_health
+        supervisor.start(poller.state_key, functools.partial(poll_mailbox, poller, supervisor))
+    sla_incident = Incident(health.task("sla-timer"), log, failing="sla timer failed",
+                            recovered="sla timer works again")
+    supervisor.start("sla-timer", lambda: sla_timer(receiver, supervisor, sla_incident))
+    housekeeping = [p.state_key for p in pollers] + ["sla-timer"]
     stop = asyncio.Event()
 
     def reload() -> None:
@@ -198,11 +216,11 @@ async def serve(config_path: str | None) -> None:
     log.info("stopping: no new connections, finishing mail in flight")
     for s in servers:
         s.close()
-    scheduler.shutdown(wait=False)
+    supervisor.stop()  # from here a supervised task that ends is not started again
     for poller in pollers:
         poller.stop()
+    await supervisor.wait(housekeeping, timeout=30)
     for poller in pollers:
-        await asyncio.to_thread(poller.wait_stopped, 30)
         await asyncio.to_thread(poller.close)
     for s in servers:
         await s.wait_closed()
@@ -211,7 +229,7 @@ async def serve(config_path: str | None) -> None:
     for sock in listening:
         sock.close()
     await asyncio.to_thread(writer.stop)
-    outbox.stop()
-    await outbox_task
+    outbox.stop()  # the send in flight finishes (bounded by its timeout); claimed rows go back
+    await supervisor.wait(["outbox"], timeout=cfg.outbound.timeout_seconds + 10)
     engine.dispose()
     log.info("stopped")

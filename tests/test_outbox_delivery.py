@@ -3,7 +3,9 @@ with the database of each kind and a clock the test moves."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from maild.notify.outbox import OutboxWorker, backoff
 from maild.notify.transport import MaildirTransport, SmtpTransport, Transport
@@ -188,3 +190,141 @@ def test_a_wrong_relay_password_keeps_the_mail(engine: Engine, clock: Clock,
         assert row.status == "pending" and "relay login refused" in row.last_error
     finally:
         sink.stop()
+
+
+class FlakySink(Sink):
+    """Answers 421 (closing the connection, as smtplib reads it) to the next `rcpt_421` RCPTs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpt_421 = 0
+        self.rcpts = 0
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object, address: str,
+                          rcpt_options: list[str]) -> str:
+        self.rcpts += 1
+        if self.rcpt_421 > 0:
+            self.rcpt_421 -= 1
+            return "421 4.3.2 service shutting down, try again"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def flaky_sink() -> Iterator[FlakySink]:
+    s = FlakySink()
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_a_421_on_a_shared_connection_reconnects_and_costs_the_mail_nothing(engine: Engine, flaky_sink: FlakySink,
+                                                                            clock: Clock) -> None:
+    for who in ("a@acme.test", "b@acme.test", "c@acme.test"):
+        queue_one(engine, who)
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{flaky_sink.port}", None, 5), clock)
+    w.deliver_due(limit=1)  # a@ over a connection of its own
+
+    flaky_sink.rcpt_421 = 1  # b@'s RCPT on the pass's connection: the relay closes it
+    assert w.deliver_due() == 2 and w.relay_problem is None
+    assert sorted(r for c in flaky_sink.caught for r in c.rcpt_tos) == ["a@acme.test", "b@acme.test", "c@acme.test"]
+    assert [(r.status, r.attempts) for r in rows(engine)] == [("sent", 1)] * 3
+
+
+def test_a_relay_that_keeps_answering_421_costs_one_attempt_and_ends_the_pass(engine: Engine, flaky_sink: FlakySink,
+                                                                              clock: Clock) -> None:
+    for who in ("a@acme.test", "b@acme.test", "c@acme.test"):
+        queue_one(engine, who)
+    flaky_sink.rcpt_421 = 100
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{flaky_sink.port}", None, 5), clock)
+    assert w.deliver_due() == 1 and w.relay_problem is not None and "421" in w.relay_problem
+    assert flaky_sink.rcpts == 2  # tried once more on a new connection, then left for later
+    a, b, c = rows(engine)
+    assert (a.status, a.attempts, a.next_attempt_at) == ("pending", 1, T0 + backoff(1))
+    assert [(r.attempts, r.next_attempt_at) for r in (b, c)] == [(0, T0)] * 2  # given back, due now
+
+
+def test_a_relay_that_never_answers_holds_a_pass_one_timeout(engine: Engine, clock: Clock) -> None:
+    for i in range(5):
+        queue_one(engine, f"m{i}@acme.test")
+    with socket.socket() as silent:  # accepts (the kernel's backlog), never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{silent.getsockname()[1]}", None, 1.0), clock)
+        started = time.monotonic()
+        assert w.deliver_due() == 1
+        took = time.monotonic() - started
+    assert took < 2.5, took  # one send's timeout, not five
+    assert "no answer within 1 s" in (w.relay_problem or "")
+    first, *rest = rows(engine)
+    assert (first.attempts, first.status) == (1, "pending")
+    assert all((r.attempts, r.next_attempt_at) == (0, T0) for r in rest)
+
+
+def _fail_sent_updates(engine: Engine) -> None:
+    """A real storage failure of the UPDATE that records a send (and only that one)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER fail_sent BEFORE UPDATE ON outbox WHEN NEW.status = 'sent' "
+                              "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION fail_sent() RETURNS trigger AS "
+                              "$$ BEGIN RAISE EXCEPTION 'disk I/O error'; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER fail_sent BEFORE UPDATE ON outbox FOR EACH ROW "
+                              "WHEN (NEW.status = 'sent') EXECUTE FUNCTION fail_sent()"))
+
+
+def _mend_sent_updates(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER fail_sent" + ("" if engine.dialect.name == "sqlite" else " ON outbox")))
+
+
+def test_a_send_the_database_would_not_record_is_recorded_later_not_sent_again(engine: Engine, sink: Sink,
+                                                                               clock: Clock) -> None:
+    queue_one(engine, "a@acme.test")
+    queue_one(engine, "b@acme.test")
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    _fail_sent_updates(engine)
+    with pytest.raises(Exception, match="disk I/O error"):
+        w.deliver_due()
+    assert [c.rcpt_tos for c in sink.caught] == [["a@acme.test"]]
+    with pytest.raises(Exception, match="disk I/O error"):
+        w.deliver_due()  # still failing: nothing is claimed or sent meanwhile
+    assert len(sink.caught) == 1
+    _mend_sent_updates(engine)
+    assert w.deliver_due() == 1  # a@'s send is recorded, b@ (given back) goes
+    assert sorted(r for c in sink.caught for r in c.rcpt_tos) == ["a@acme.test", "b@acme.test"]
+    assert [(r.recipient, r.status, r.attempts) for r in rows(engine)] == [("a@acme.test", "sent", 1),
+                                                                           ("b@acme.test", "sent", 1)]
+    assert w.deliver_due() == 0
+
+
+def test_a_clean_stop_gives_claimed_mail_back_at_once(engine: Engine, sink: Sink, clock: Clock) -> None:
+    for i in range(4):
+        queue_one(engine, f"m{i}@acme.test")
+    w = worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock)
+    w.stop()
+    assert w.deliver_due() == 0
+    assert sink.caught == []
+    assert [(r.status, r.next_attempt_at) for r in rows(engine)] == [("pending", T0)] * 4
+    assert worker(engine, SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5), clock).deliver_due() == 4
+
+
+def test_a_process_killed_before_recording_its_sends_has_them_recorded_from_its_journal(
+        engine: Engine, sink: Sink, clock: Clock, tmp_path: Path) -> None:
+    queue_one(engine, "a@acme.test")
+    transport = SmtpTransport(f"smtp://127.0.0.1:{sink.port}", None, 5)
+    first = OutboxWorker(make_sessionmaker(engine), transport, clock, 5, journal_dir=tmp_path)
+    _fail_sent_updates(engine)
+    with pytest.raises(Exception, match="disk I/O error"):
+        first.deliver_due()
+    assert len(sink.caught) == 1
+    assert first.journal is not None
+    first.journal.close(remove=False)  # what a SIGKILL leaves: the journal, its lock released
+    _mend_sent_updates(engine)
+    clock.now += timedelta(minutes=5)  # the claim's lease ran out long ago
+    second = OutboxWorker(make_sessionmaker(engine), transport, clock, 5, journal_dir=tmp_path)
+    assert second.deliver_due() == 0
+    assert len(sink.caught) == 1  # not sent again
+    (row,) = rows(engine)
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert [p.name for p in tmp_path.glob("outbox-sent.*")] == [second.journal.path.name]  # type: ignore[union-attr]

@@ -29,13 +29,14 @@ from maild.ingest.parse import InboundMessage
 from maild.ingest.receive import PendingReceive, Receiver
 from maild.runtime import Runtime
 from maild.store.models import MailboxState
+from maild.supervise import Incident, TaskHealth, describe
 from maild.threading.tokens import split_plus_address
 
 log = structlog.get_logger("maild.imap")
 
 FETCH_BATCH = 50
 BACKOFF_FIRST_SECONDS = 5.0
-BACKOFF_MAX_SECONDS = 300.0
+BACKOFF_MAX_SECONDS = 60.0  # a mailbox back up is polled again within a minute
 IDLE_CHECK_SECONDS = 1.0
 
 
@@ -142,6 +143,11 @@ class ImapPoller:
         self.running = threading.Lock()
         self.health = PollerHealth()
         self.log = log.bind(mailbox=mailbox.address, folder=mailbox.imap.folder)
+        self.task_health = TaskHealth(self.state_key)  # what the daemon's Health shows of this poller
+        # one warning when the mailbox becomes unavailable, one info line when it is back
+        self.incident = Incident(self.task_health, self.log, failing="imap mailbox unavailable",
+                                 recovered="imap mailbox reachable again", first=BACKOFF_FIRST_SECONDS,
+                                 cap=BACKOFF_MAX_SECONDS)
 
     # --- lifecycle ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -166,13 +172,9 @@ class ImapPoller:
             while client.has_capability("IDLE") and not self.stopping.is_set() and time.monotonic() < deadline:
                 if self._idle(client, deadline):
                     self.drain(client)
-            if self.health.failures:
-                self.log.info("imap mailbox reachable again", after_failures=self.health.failures)
+            self.incident.succeeded()
             self.health.failures = 0
-        except (MailboxUnavailable, IMAPClientError, OSError, ssl.SSLError) as e:
-            self._failed(e)
-        except Exception as e:  # a bug must not kill the scheduler's job
-            self.log.exception("imap cycle failed", error=str(e))
+        except Exception as e:  # unreachable, refused, the database away, or a bug: back off, never end
             self._failed(e)
         finally:
             self.running.release()
@@ -189,10 +191,9 @@ class ImapPoller:
         self._drop()
         h = self.health
         h.failures += 1
-        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (h.failures - 1), BACKOFF_MAX_SECONDS)
+        h.last_error = _server_text(e) if isinstance(e, MailboxUnavailable) else describe(e)
+        delay = self.incident.failed(h.last_error)
         h.retry_at = time.monotonic() + delay
-        h.last_error = _server_text(e) if isinstance(e, MailboxUnavailable) else f"{type(e).__name__}: {e}"
-        self.log.error("imap mailbox unavailable", error=h.last_error, attempt=h.failures, retry_in_s=delay)
 
     def _drop(self) -> None:
         if self.client is not None:

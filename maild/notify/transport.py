@@ -22,9 +22,14 @@ from maild.config import Config
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, permanent: bool):
+    """`permanent`: the mail will never go (5xx): record it and stop. `relay`: the way out failed,
+    not this mail (no answer in time, unreachable, 421, a wrong password, a full disk): the
+    outbox ends its pass and backs off instead of trying every other mail against it."""
+
+    def __init__(self, message: str, *, permanent: bool, relay: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.relay = relay
 
 
 class Transport(Protocol):
@@ -57,7 +62,65 @@ class MaildirTransport:
                 os.fsync(f.fileno())
             os.replace(tmp, self.root / "new" / name)
         except OSError as e:
-            raise DeliveryError(f"maildir {self.root}: {e}", permanent=False) from e
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise DeliveryError(f"maildir {self.root}: {e}", permanent=False, relay=True) from e
+
+
+class _Deadline:
+    """For smtplib's clients: every read and write of one send shares one deadline, so a relay
+    that answers slowly or not at all holds a send for `timeout` in all, not per line."""
+
+    deadline: float | None = None
+    timeout: float
+    sock: socket.socket | None
+
+    def _arm(self) -> None:
+        if self.deadline is not None and self.sock is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise RelayTimeout("the relay did not answer in time")
+            self.sock.settimeout(left)
+
+    def send(self, s: str | bytes) -> None:
+        self._arm()
+        try:
+            super().send(s)  # type: ignore[misc]
+        except smtplib.SMTPServerDisconnected as e:  # smtplib reports its socket's timeout as a disconnect
+            if isinstance(e.__context__, TimeoutError):
+                raise RelayTimeout("the relay took no data in time") from None
+            raise
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._arm()
+        try:
+            return super().getreply()  # type: ignore[misc, no-any-return]
+        except smtplib.SMTPServerDisconnected as e:
+            if isinstance(e.__context__, TimeoutError):
+                raise RelayTimeout("the relay did not answer in time") from None
+            raise
+
+
+class RelayTimeout(TimeoutError):
+    """One send's deadline passed."""
+
+
+class _SMTP(_Deadline, smtplib.SMTP):
+    def __init__(self, host: str, port: int, timeout: float, deadline: float):
+        self.deadline = deadline
+        super().__init__(host, port, timeout=timeout)
+
+
+class _SMTP_SSL(_Deadline, smtplib.SMTP_SSL):
+    def __init__(self, host: str, port: int, timeout: float, deadline: float, context: ssl.SSLContext):
+        self.deadline = deadline
+        super().__init__(host, port, timeout=timeout, context=context)
+
+
+_Client = _SMTP | _SMTP_SSL
+# The relay closed the connection (421, or it dropped): the mail is tried once more on a new one.
+_RECONNECT = (smtplib.SMTPServerDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+QUIT_SECONDS = 5.0
 
 
 class SmtpTransport:
@@ -71,17 +134,16 @@ class SmtpTransport:
         self.password = unquote(parts.password) if parts.password else password
         self.timeout = timeout
         self.ca_file = ca_file
-        self._client: smtplib.SMTP | None = None
+        self._client: _Client | None = None
         self._batching = False
 
     def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, deadline: float) -> _Client:
         if self.scheme == "smtps":
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                    context=self._tls())
-        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            return _SMTP_SSL(self.host, self.port, self.timeout, deadline, self._tls())
+        client = _SMTP(self.host, self.port, self.timeout, deadline)
         if self.scheme == "smtp+starttls":
             try:
                 client.starttls(context=self._tls())
@@ -101,14 +163,19 @@ class SmtpTransport:
             self._close()
 
     def _close(self) -> None:
+        """QUIT, briefly: a relay that does not answer it is not waited for."""
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(OSError, smtplib.SMTPException):
-                client.quit()
+            client.deadline = time.monotonic() + min(self.timeout, QUIT_SECONDS)
+            try:
+                with contextlib.suppress(OSError, smtplib.SMTPException):
+                    client.quit()
+            finally:
+                client.close()
 
-    def _session(self) -> smtplib.SMTP:
+    def _session(self, deadline: float) -> _Client:
         if self._client is None:
-            client = self._connect()
+            client = self._connect(deadline)
             if self.user:
                 try:
                     client.login(self.user, self.password or "")
@@ -116,33 +183,64 @@ class SmtpTransport:
                     client.close()
                     raise
             self._client = client
+        self._client.deadline = deadline
         return self._client
 
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
+        """Sends within `timeout` in all. A 421 or a dropped connection is tried once more on a
+        new connection (a reused connection the relay has closed costs the mail nothing); what
+        fails then is the mail's attempt."""
         try:
-            client = self._session()
+            self._send_once(mail_from, recipient, raw)
+        except _Retry:
+            self._drop()
+            try:
+                self._send_once(mail_from, recipient, raw)
+            except _Retry as again:
+                raise again.error from None
+        self._drop_unless_batching()
+
+    def _send_once(self, mail_from: str, recipient: str, raw: bytes) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            client = self._session(deadline)
             try:
                 client.sendmail(mail_from, [recipient], raw)
-            except smtplib.SMTPRecipientsRefused:
-                with contextlib.suppress(OSError, smtplib.SMTPException):
-                    client.rset()  # the connection serves the next mail of the batch
+            except smtplib.SMTPRecipientsRefused as e:
+                if _code_of(e) != 421:
+                    with contextlib.suppress(OSError, smtplib.SMTPException):
+                        client.rset()  # the connection serves the next mail of the batch
                 raise
         except smtplib.SMTPRecipientsRefused as e:
+            code = _code_of(e)
+            text = next(iter(e.recipients.values()))[1].decode(errors="replace")
+            if code == 421:
+                self._drop()
+                raise _Retry(DeliveryError(f"{code} {text}", permanent=False, relay=True)) from e
             self._drop_unless_batching()
-            code, text = next(iter(e.recipients.values()))
-            raise DeliveryError(f"{code} {text.decode(errors='replace')}", permanent=code >= 500) from e
+            raise DeliveryError(f"{code} {text}", permanent=code >= 500) from e
         except smtplib.SMTPAuthenticationError as e:
             self._drop()  # our relay password is wrong: keep the mail until the config is fixed
-            raise DeliveryError(f"relay login refused: {e.smtp_code} {e.smtp_error!r}", permanent=False) from e
+            raise DeliveryError(f"relay login refused: {e.smtp_code} {e.smtp_error!r}", permanent=False,
+                                relay=True) from e
         except smtplib.SMTPResponseException as e:
             self._drop()
             err = e.smtp_error
             msg = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
-            raise DeliveryError(f"{e.smtp_code} {msg}", permanent=e.smtp_code >= 500) from e
+            error = DeliveryError(f"{e.smtp_code} {msg}", permanent=e.smtp_code >= 500, relay=e.smtp_code == 421)
+            if e.smtp_code == 421:
+                raise _Retry(error) from e
+            raise error from e
+        except TimeoutError as e:  # no retry: a relay that hangs would hold the pass twice as long
+            self._drop()
+            raise DeliveryError(f"{self.host}:{self.port}: no answer within {self.timeout:g} s", permanent=False,
+                                relay=True) from e
         except (OSError, smtplib.SMTPException) as e:
             self._drop()
-            raise DeliveryError(f"{self.host}:{self.port}: {type(e).__name__}: {e}", permanent=False) from e
-        self._drop_unless_batching()
+            error = DeliveryError(f"{self.host}:{self.port}: {type(e).__name__}: {e}", permanent=False, relay=True)
+            if isinstance(e, _RECONNECT):
+                raise _Retry(error) from e
+            raise error from e
 
     def _drop(self) -> None:
         """After an error the connection's state is unknown: the next send opens a new one."""
@@ -154,6 +252,18 @@ class SmtpTransport:
     def _drop_unless_batching(self) -> None:
         if not self._batching:
             self._close()
+
+
+class _Retry(Exception):
+    """The relay closed the connection: worth one more try on a new one."""
+
+    def __init__(self, error: DeliveryError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _code_of(e: smtplib.SMTPRecipientsRefused) -> int:
+    return int(next(iter(e.recipients.values()))[0])
 
 
 def make_transport(cfg: Config) -> Transport:

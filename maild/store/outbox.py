@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from maild.store.models import OutboxMail
 from maild.store.rows import insert_later, read
 
-CLAIM_LEASE = timedelta(minutes=5)
+# A claimed row is the claimer's until its lease runs out; the outbox worker renews the lease of
+# the rows it still holds after every send (notify.outbox), so a lease need only outlast one send.
+DEFAULT_CLAIM_LEASE = timedelta(seconds=35)
 
 
 def enqueue_mail(session: Session, *, case_number: int | None, message_id: str, kind: str,
@@ -57,9 +59,11 @@ class Claimed:
     message_id: str
 
 
-def claim_due(session: Session, now: datetime, limit: int = 20) -> list[Claimed]:
-    """Due rows, leased to this worker: `FOR UPDATE SKIP LOCKED` lets several processes share
-    the outbox on PostgreSQL; a worker that dies lets its lease run out and the row is retried."""
+def claim_due(session: Session, now: datetime, limit: int = 20,
+              lease: timedelta = DEFAULT_CLAIM_LEASE) -> list[Claimed]:
+    """Due rows, leased to this worker until `now + lease`: `FOR UPDATE SKIP LOCKED` lets several
+    processes share the outbox on PostgreSQL; a worker that dies lets its lease run out and the
+    row is retried."""
     t = OutboxMail.__table__
     conn = session.connection()
     rows = [Claimed(*r) for r in conn.execute(
@@ -67,8 +71,17 @@ def claim_due(session: Session, now: datetime, limit: int = 20) -> list[Claimed]
         .where(t.c.status == "pending", t.c.next_attempt_at <= now)
         .order_by(t.c.id).limit(limit).with_for_update(skip_locked=True))]
     if rows:
-        conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + CLAIM_LEASE))
+        conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + lease))
     return rows
+
+
+def hold_until(session: Session, row_ids: list[int], until: datetime) -> None:
+    """Moves the lease of rows this worker claimed: later to renew it, to now to give the rows
+    back (a clean stop, a pass cut short) so that they go out at once, by any worker."""
+    if row_ids:
+        t = OutboxMail.__table__
+        session.connection().execute(update(t).where(t.c.id.in_(row_ids), t.c.status == "pending")
+                                     .values(next_attempt_at=until))
 
 
 def next_due_at(session: Session) -> datetime | None:
@@ -77,7 +90,7 @@ def next_due_at(session: Session) -> datetime | None:
 
 
 def mark_sent(session: Session, row_ids: list[int], now: datetime) -> None:
-    """One UPDATE for a pass's sent mails."""
+    """One UPDATE for sent mails."""
     if row_ids:
         t = OutboxMail.__table__
         session.connection().execute(update(t).where(t.c.id.in_(row_ids)).values(
@@ -91,3 +104,16 @@ def mark_failed(session: Session, row_id: int, error: str, *, permanent: bool, r
     else:
         values["next_attempt_at"] = retry_at
     session.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(**values))
+
+
+def mark_sent_if_pending(session: Session, sends: list[tuple[int, str, str, datetime]]) -> int:
+    """Sends a killed process made and did not record: (row id, Message-ID, recipient, when).
+    Matched on all three (a row id alone may be a different mail by now) and only while pending
+    (recorded meanwhile: nothing to do). Returns how many rows it marked."""
+    t = OutboxMail.__table__
+    marked = 0
+    for row_id, message_id, recipient, at in sends:
+        marked += session.connection().execute(update(t).where(
+            t.c.id == row_id, t.c.message_id == message_id, t.c.recipient == recipient, t.c.status == "pending",
+        ).values(status="sent", sent_at=at, attempts=t.c.attempts + 1, last_error=None)).rowcount
+    return marked
