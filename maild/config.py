@@ -55,7 +55,9 @@ class OutboundConfig:
     url: str = "maildir://var/outbox"
     password_file: str | None = None
     ca_file: str | None = None  # PEM bundle to trust for the relay's TLS instead of the system's
-    timeout_seconds: float = 30.0
+    # One whole send to the relay. It also sets how long a claimed mail of a killed process
+    # waits (this + notify.outbox.LEASE_MARGIN_SECONDS): 20 s keeps that within 30 s of a restart.
+    timeout_seconds: float = 20.0
     max_attempts: int = 12
 
 
