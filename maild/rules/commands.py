@@ -319,6 +319,18 @@ def _tags(args: str, tags: list[str]) -> str | None:
     return None
 
 
+def _idna_domain(address: str) -> str:
+    """`joerg@müller.test` as a header can carry it: the domain in IDNA (`xn--mller-kva.test`);
+    anything that does not encode is left for _valid_address to refuse."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
 def _valid_address(address: str) -> bool:
     local, at, domain = address.rpartition("@")
     if not at or not LOCAL_RE.fullmatch(local) or not is_plain_address(address):  # a header must carry it as it is
@@ -417,6 +429,7 @@ def plan_commands(commands: list[Command], case: CaseSnapshot, actor: AgentConfi
             address, *rest = args.split()
             if address.startswith("<") and address.endswith(">"):
                 address = address[1:-1]
+            address = _idna_domain(address)
             if not _valid_address(address):
                 fail(f"{address!r} is not an email address; write it like jane@example.com")
             else:

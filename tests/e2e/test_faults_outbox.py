@@ -242,8 +242,9 @@ def test_relay_that_refuses_then_hangs_then_recovers(database: Database, tmp_pat
         time.sleep(3)
         assert relay.refusals >= 2 and relay.caught == []
 
-        relay.busy = False
         proxy.hang()  # accepts, never answers
+        proxy.cut()  # a connection of the busy spell must not carry mail past the hang
+        relay.busy = False
         Customers(d, range(6, 10), threads=1).start().join(30)
         # the outbox may still be backing off after the 421s: wait for its first try into the hang
         deadline = time.monotonic() + 45

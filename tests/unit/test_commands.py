@@ -245,7 +245,7 @@ def test_follow_and_unfollow_use_the_actor() -> None:
     ("/forward vendor@supplier.test notes", ForwardRequest("vendor@supplier.test", True)),
     ("/forward vendor@supplier.test With Notes", ForwardRequest("vendor@supplier.test", True)),
     ("/forward <first.last+tag@mail.supplier.test>", ForwardRequest("first.last+tag@mail.supplier.test", False)),
-    ("/forward joerg@müller.test", ForwardRequest("joerg@müller.test", False)),
+    ("/forward joerg@müller.test", ForwardRequest("joerg@xn--mller-kva.test", False)),  # as a header carries it
 ])
 def test_forward(line: str, request_: ForwardRequest) -> None:
     assert plan(line).changes == [request_]
