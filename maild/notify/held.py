@@ -24,7 +24,6 @@ def queue_hold_notice(session: Session, rt: Runtime, *, held_pk: int, message_id
                       attachments: list[str], agent: AgentConfig, mailbox: str, mailbox_name: str, case: Any | None,
                       reason: str) -> str | None:
     """Renders the notice into the outbox; returns its Message-ID. `message_id` etc.: the held mail's."""
-    held_id = message_id
     now = rt.clock()
     token = make_held_token(rt.secret, held_pk, agent.email)
     recipient = Recipient(agent.email.lower(), agent.name, "agent")
@@ -33,13 +32,13 @@ def queue_hold_notice(session: Session, rt: Runtime, *, held_pk: int, message_id
         "held": {"subject": subject, "text": text, "reason": reason, "attachments": attachments}})
     if rendered is None:
         return None
-    message_id = new_message_id(rt.config.server.hostname)
+    notice_id = new_message_id(rt.config.server.hostname)
     raw = compose_mail(mail_from=mailbox, from_name=mailbox_name, to=recipient.email, to_name=recipient.name,
                        reply_to=reply_address(mailbox, token), subject=rendered.subject, text=rendered.text,
-                       html=rendered.html, message_id=message_id, in_reply_to=held_id,
-                       references=[held_id] if held_id else [], now=now,
+                       html=rendered.html, message_id=notice_id, in_reply_to=message_id,
+                       references=[message_id] if message_id else [], now=now,
                        auto_submitted="auto-replied")
-    enqueue_mail(session, case_number=None, message_id=message_id, kind=TEMPLATE,
-                 mail_from=bounce_address(mailbox, rt.secret, message_id), recipient=recipient.email, raw=raw,
+    enqueue_mail(session, case_number=None, message_id=notice_id, kind=TEMPLATE,
+                 mail_from=bounce_address(mailbox, rt.secret, notice_id), recipient=recipient.email, raw=raw,
                  automatic=True, now=now)
-    return message_id
+    return notice_id

@@ -199,4 +199,6 @@ def sender_authentication(msg: InboundMessage, trusted_ids: list[str]) -> Sender
     if not trusted_ids:
         return SenderAuthentication((), (), "no trusted Authentication-Results (no [auth] trusted_authserv_ids)")
     from_domain = msg.sender.address.rpartition("@")[2] if msg.sender else ""
+    if HEADER.lower() not in msg.headers:  # most mail: no need to read the raw header section again
+        return evaluate([], from_domain, trusted_ids)
     return evaluate(header_values(raw_header_section(msg), HEADER), from_domain, trusted_ids)
