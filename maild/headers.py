@@ -9,6 +9,9 @@ of maild, so that `ingest`, `store` and `notify` can all use it.
 from __future__ import annotations
 
 import re
+import unicodedata
+
+import idna
 
 NAME_MAX = 200  # a display name (SPEC §11)
 NAME_BYTES = 600  # and its UTF-8: as one RFC 2047 word (notify.compose) it stays well within a line
@@ -64,3 +67,57 @@ def clean_filename(value: str) -> str:
 def is_plain_address(address: str) -> bool:
     """True for an addr-spec that can be written into a header as it is."""
     return len(address) <= ADDRESS_MAX and _ADDR_SPEC.fullmatch(address) is not None
+
+
+# RFC 6531 §3.3: a local part may also hold UTF-8 beyond ASCII. Still a dot-atom: no space, no
+# control, none of the specials that would end or add an address in a header.
+_INTL_LOCAL = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])+"
+                         r"(?:\.(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])+)*")
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+
+
+def idna_domain(domain: str) -> str | None:
+    """The domain as DNS and an ASCII header carry it (IDNA 2008 with UTS #46 mapping, not
+    Python's IDNA 2003 codec, which maps ß to ss), or None if it is no valid domain. An ASCII
+    domain is returned as it is."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+
+
+def normalize_address(address: str) -> str:
+    """An address as maild keeps it: lowercased, and NFC, so that the same internationalized
+    address typed by two clients is one contact."""
+    address = address.lower()
+    return address if address.isascii() else unicodedata.normalize("NFC", address)
+
+
+def ascii_address(address: str) -> str | None:
+    """`address` as plain ASCII: an internationalized domain in IDNA form (`jiri@xn--pklad-zsa96e.example`).
+    None when the local part itself is not ASCII: such a mailbox is reached with SMTPUTF8 only."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii():
+        return None
+    ascii_domain = idna_domain(domain)
+    if ascii_domain is None:
+        return None
+    result = f"{local}@{ascii_domain}"
+    return result if is_plain_address(result) else None
+
+
+def is_mail_address(address: str) -> bool:
+    """True for an address maild keeps and writes: a plain addr-spec, or an internationalized
+    one (RFC 6531: UTF-8 in the local part, a domain that is valid IDNA). Such an address goes
+    into a header as raw UTF-8 (RFC 6532), so it must hold nothing a header could not carry."""
+    if is_plain_address(address):
+        return True
+    local, at, domain = address.rpartition("@")
+    if not at or len(address.encode("utf-8")) > ADDRESS_MAX or address != clean_text(address, ADDRESS_MAX):
+        return False
+    if not (_PLAIN_LOCAL.fullmatch(local) if local.isascii() else _INTL_LOCAL.fullmatch(local)):
+        return False
+    ascii_domain = idna_domain(domain)
+    return ascii_domain is not None and is_plain_address(f"x@{ascii_domain}")
