@@ -27,7 +27,7 @@ from maild.crm.organizations import (
     missing_required,
     set_fields,
 )
-from maild.headers import is_plain_address
+from maild.headers import is_mail_address, normalize_address
 from maild.store.contacts import ensure_organization
 from maild.store.models import Case, CaseParticipant, Contact, ContactNote, ContactTag, Organization
 
@@ -41,8 +41,8 @@ SET_STATES = ("active", "inactive")  # "bouncing" is set by bounces, not by hand
 
 
 def normalize_email(value: str) -> str:
-    email = value.strip().lower()
-    if not EMAIL_RE.match(email) or not is_plain_address(email):  # what a header can carry as it is
+    email = normalize_address(value.strip())
+    if not EMAIL_RE.match(email) or not is_mail_address(email):  # what a header can carry (RFC 6531 included)
         raise CrmError(f"{value.strip()!r} is not an email address")
     return email
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email.policy
 import hashlib
 import html
 import logging
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import mailparser
 
-from maild.headers import clean_name, clean_subject, is_plain_address
+from maild.headers import clean_name, clean_subject, is_mail_address, normalize_address
 from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
 from maild.ingest.sanitize import sanitize_html
 from maild.store.blobs import BlobStore
@@ -106,27 +107,55 @@ def message_ids(value: str | None) -> list[str]:
 
 def _decode_header_value(value: object) -> str:
     text = str(value)
+    if not text.isascii():  # RFC 6532 UTF-8 (made text by _header_text): decode_header would garble it
+        if "=?" not in text:
+            return text
+        try:  # encoded words beside raw UTF-8: the policy's parser reads both
+            return str(email.policy.default.header_factory("subject", text))
+        except Exception:
+            return text
     try:
         return str(make_header(decode_header(text)))
     except Exception:  # malformed encoded words: keep the text as it came
         return text
 
 
+def _header_text(value: str, fallback: str) -> str:
+    """A raw header value as the email package keeps it: 8-bit bytes as surrogates. They are
+    UTF-8 (RFC 6532, what SMTPUTF8 clients send); bytes that are not are legacy mail in the
+    body's charset (`fallback`) or, failing that, windows-1252 — never U+FFFD in a subject."""
+    try:
+        data = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # already text
+        return value
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for charset in (fallback, "windows-1252"):
+        try:
+            return data.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode("latin-1")
+
+
 ANGLE_ADDRESS_RE = re.compile(r"<([^\s@<>\"]+@[^\s@<>\"]+)>")
 
 
 def _addresses(values: list[str]) -> list[Address]:
-    """Plain addr-specs only (maild.headers): a garbled header must not become a contact or a
-    reply target, nor an address that would break a header maild writes. Names are decoded and
+    """Addr-specs maild can write only (maild.headers.is_mail_address, internationalized ones
+    included): a garbled header must not become a contact or a reply target, nor an address
+    that would break a header maild writes. Names are decoded and
     cleaned: an encoded word's CR/LF must not reach a header or a contact."""
     out: list[Address] = []
     for name, addr in getaddresses(values):
-        addr = addr.strip().strip("<>").lower()
-        if is_plain_address(addr):
+        addr = normalize_address(addr.strip().strip("<>"))
+        if is_mail_address(addr):
             out.append(Address(address=addr, name=clean_name(_decode_header_value(name).strip().strip('"'))))
     if not out:  # a broken header: take the last <local@domain> in it, if any
         for value in values:
-            found = [a.lower() for a in ANGLE_ADDRESS_RE.findall(value) if is_plain_address(a)]
+            found = [normalize_address(a) for a in ANGLE_ADDRESS_RE.findall(value) if is_mail_address(a)]
             if found:
                 out.append(Address(address=found[-1]))
     return out
@@ -141,9 +170,6 @@ _DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")
 
 
-def _header_text(value: object) -> str | None:
-    """Header values with raw 8-bit bytes come back as Header objects; we want text."""
-    return None if value is None else str(value)
 
 
 def html_to_text(markup: str) -> str:
@@ -221,15 +247,25 @@ def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None, max
 def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
                 stored: dict[bytes, StoredPart], max_parts: int | None = None, omitted: int = 0) -> InboundMessage:
 
+    fallback = ""  # the charset legacy 8-bit headers are read in, looked up at the first one
+    raw_headers: dict[str, list[str]] = {}  # lowercased name -> undecoded text (RFC 6532 UTF-8 read)
     headers: dict[str, list[str]] = {}
-    for name, value in msg.items():
+    for name, value in msg.raw_items():
+        if not value.isascii():
+            fallback = fallback or next((c for c in msg.get_charsets() if c), "windows-1252")
+            value = _header_text(value, fallback)
+        raw_headers.setdefault(name.lower(), []).append(value)
         headers.setdefault(name.lower(), []).append(_decode_header_value(value))
 
     def raw_values(name: str) -> list[str]:
-        return [str(v) for v in (msg.get_all(name) or [])]
+        return raw_headers.get(name.lower(), [])
+
+    def first(name: str) -> str | None:
+        values = raw_headers.get(name.lower())
+        return values[0] if values else None
 
     senders = _addresses(raw_values("From"))
-    subject = clean_subject(_decode_header_value(msg.get("Subject", "") or ""))  # one line, ≤ 1,000 (SPEC §11)
+    subject = clean_subject(_decode_header_value(first("Subject") or ""))  # one line, ≤ 1,000 (SPEC §11)
 
     text = _lines("\n".join(t for t in mp.text_plain if t)).strip("\n")
     html_parts = [_lines(h) for h in mp.text_html if h]
@@ -258,7 +294,7 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
             inline=disposition.startswith("inline") or (content_id is not None and not disposition),
         ))
 
-    mid = message_ids(_header_text(msg.get("Message-ID")))
+    mid = message_ids(first("Message-ID"))
     parts = list(msg.walk())
     return InboundMessage(
         raw=raw,
@@ -272,7 +308,7 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         text=text,
         html=html_body,
         attachments=attachments,
-        in_reply_to=message_ids(_header_text(msg.get("In-Reply-To"))),
+        in_reply_to=message_ids(first("In-Reply-To")),
         references=message_ids(" ".join(raw_values("References"))),
         headers=headers,
         content_type=msg.get_content_type(),

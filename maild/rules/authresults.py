@@ -21,6 +21,7 @@ from pathlib import Path
 
 import authres
 
+from maild.headers import idna_domain
 from maild.ingest.parse import InboundMessage
 
 HEADER = "authentication-results"
@@ -45,12 +46,7 @@ class SenderAuthentication:
 def normalize_domain(domain: str) -> str:
     """Lowercase, no trailing dot, IDNA A-labels: the form DNS and A-R headers compare in."""
     domain = domain.strip().strip(".").lower()
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return domain
-    return domain
+    return idna_domain(domain) or domain
 
 
 def dkim_aligned(signer: str, from_domain: str) -> bool:

@@ -178,6 +178,29 @@ EXPECTED: dict[str, Expected] = {
         to=("users@lists.acme.test",), content_type="text/plain", has_html=False,
         headers=(("List-Id", "ACME users <users.lists.acme.test>"), ("Precedence", "list")),
     ),
+    # RFC 6532: raw UTF-8 in headers, as SMTPUTF8 clients and MTAs send it (issue 20 §1)
+    "utf8-headers-thunderbird-smtputf8.eml": Expected(
+        sender="zdenek.novak@firma.test", name="Zdeněk Novák",
+        subject="Příliš žluťoučký kůň úpěl ďábelské ódy — faktura č. 2026/118",
+        phrases=("místo 12 400 Kč je tam 124 000 Kč.", "S pozdravem\nZdeněk Novák"),
+        content_type="text/plain", has_html=False,
+        message_id="8c1f2a7e-5d3b-4b6e-9f0a-2c7d1e4b9a35@firma.test",
+        headers=(("User-Agent", "Mozilla Thunderbird"),
+                 ("From", "Zdeněk Novák <zdenek.novak@firma.test>")),
+    ),
+    # RFC 6531: an internationalized sender address becomes a contact like any other (issue 20 §2)
+    "utf8-sender-internationalized-address.eml": Expected(
+        sender="jiří@příklad.example", name="Jiří Dvořák", subject="Nelze se přihlásit do portálu",
+        phrases=("portál hlásí „neplatné heslo“.",),
+        content_type="text/plain", has_html=False, envelope="jiří@příklad.example",
+        message_id="A7D2E9F1-3B4C-4E5A-9C8D-1F2E3D4C5B6A@příklad.example",
+    ),
+    # Legacy: unencoded 8-bit headers in the body's charset (no RFC 2047), not UTF-8
+    "legacy-8bit-koi8r-header-outlook-express.eml": Expected(
+        sender="ivan.petrov@zavod.test", name="Петров Иван", subject="Не работает выгрузка отчётов",
+        phrases=("Выгрузка отчётов за ноябрь падает с ошибкой.",),
+        content_type="text/plain", has_html=False,
+    ),
     "forwarded-chain.eml": Expected(
         sender="martin@firma.test", name="Martin Sales", subject="Fwd: Fwd: Order 4711 never arrived",
         phrases=(
