@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from maild.headers import is_plain_address
+from maild.headers import is_mail_address
 from maild.notify.audiences import Recipient
 from maild.notify.compose import compose_mail, new_message_id
 from maild.notify.render import SharedRenders, render_for_mail
@@ -81,12 +81,13 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
     """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
     customer side's for customers and the recipient's own for agents. `renders`: mails of
     one fan-out, rendered once where they read alike. None, and logged, for an address no
-    header can carry as it is (a contact of older data) or a template that renders neither as
-    the admin's nor as the built-in one: the mail that caused it is not lost over one mail out."""
+    header can carry (neither plain nor internationalized as RFC 6531 has it: a contact of
+    older data) or a template that renders neither as the admin's nor as the built-in one:
+    the mail that caused it is not lost over one mail out."""
     name = mailbox_name(rt, case)
     rcpt = mail.recipient
-    if not is_plain_address(rcpt.email):
-        log.warning("no mail to an address that is not a plain addr-spec", recipient=rcpt.email, case=case.number,
+    if not is_mail_address(rcpt.email):
+        log.warning("no mail to an address that is not a mail address", recipient=rcpt.email, case=case.number,
                     kind=mail.template)
         return None
     agent = rcpt.email if rcpt.kind == "agent" else None

@@ -8,8 +8,11 @@ library to keep us honest (tests/unit/test_header_encoding.py, over arbitrary Un
 Every header is built here, from decoded values, by the encoder below and nothing else: text
 is cleaned first (maild.headers: no control character, no line break, names ≤ 200 and
 subjects ≤ 1,000 characters), then written as ASCII words, a quoted string or RFC 2047
-encoded words (file names: RFC 2231), folded at 78 characters with CRLF. An address that is
-not a plain addr-spec is never written: compose raises ValueError.
+encoded words (file names: RFC 2231), folded at 78 octets with CRLF. Addresses: a plain
+addr-spec as it is; an internationalized one (RFC 6531) with its domain in IDNA form when its
+local part is ASCII (the mail stays ASCII), else as raw UTF-8 (RFC 6532: the mail then needs a
+relay offering SMTPUTF8, which notify.transport checks). Anything else is never written:
+compose raises ValueError.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from urllib.parse import quote
 
-from maild.headers import clean_filename, clean_name, clean_subject, is_plain_address
+from maild.headers import ascii_address, clean_filename, clean_name, clean_subject, is_mail_address, is_plain_address
 
 CRLF = b"\r\n"
 LINE = 78  # RFC 5322's recommended line length; every line maild writes is at most 998
@@ -41,16 +44,22 @@ def new_message_id(hostname: str) -> str:
     return f"{uuid.uuid4().hex}@{hostname}"
 
 
+def _octets(text: str) -> int:
+    """Line lengths count octets (RFC 5322 §2.1.1, RFC 6532 §3.4); only a raw UTF-8 address
+    makes them differ from characters."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def _fold(field: str, tokens: list[str]) -> str:
     """`Field: ` and the tokens joined by single spaces; a space becomes CRLF SP where the line
-    would pass 78 characters. Tokens never hold a line break, so nothing else can start a line."""
+    would pass 78 octets. Tokens never hold a line break, so nothing else can start a line."""
     line = f"{field}: {' '.join(tokens)}"
-    if len(line) <= LINE:
+    if _octets(line) <= LINE:
         return line
     lines: list[str] = []
     line = f"{field}: {tokens[0]}"
     for token in tokens[1:]:
-        if len(line) + 1 + len(token) > LINE:
+        if _octets(line) + 1 + _octets(token) > LINE:
             lines.append(line)
             line = " " + token
         else:
@@ -93,9 +102,13 @@ def _mailbox(field: str, address: str, name: str = "") -> str:
     """`Field: name <address>`. A non-ASCII name (or one that looks like an encoded word) is
     ONE encoded word: Python's parser before 3.14 puts a space between adjacent encoded words
     of a display name (gh-128110) where RFC 2047 readers join them, and one word reads the
-    same to both; clean_name keeps it within 600 bytes, so the line stays under 998."""
+    same to both; clean_name keeps it within 600 bytes, so the line stays under 998. The
+    address: see the module's docstring (an address is at most 254 octets, on a line of its own
+    when the name is long)."""
     if not is_plain_address(address):
-        raise ValueError(f"{field}: {address!r} is not a plain address; maild writes no other into a header")
+        if not is_mail_address(address):
+            raise ValueError(f"{field}: {address!r} is not a mail address; maild writes no other into a header")
+        address = ascii_address(address) or address  # None: a UTF-8 local part, written as it is
     name = clean_name(name)
     if not name:
         return f"{field}: {address}"
@@ -167,9 +180,11 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
     """multipart/alternative (in multipart/mixed with `attachments`: name, type, bytes);
     `auto_submitted` marks it automatic (RFC 3834) and asks robots not to answer.
 
-    Names and the subject may hold anything: they are cleaned and encoded. Addresses and
-    `message_id` must be plain (ValueError otherwise); an `in_reply_to` or reference that is not
-    a plain Message-ID is left out, since it came from someone else's mail."""
+    Names and the subject may hold anything: they are cleaned and encoded. Addresses must be
+    mail addresses (maild.headers.is_mail_address) and `message_id` plain (ValueError
+    otherwise); an `in_reply_to` or reference that is not a plain Message-ID is left out, since
+    it came from someone else's mail. The header section is ASCII unless an address has a UTF-8
+    local part."""
     headers = [
         _mailbox("From", mail_from, from_name),
         _mailbox("To", to, to_name),
@@ -197,7 +212,7 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
     ]
     if not attachments:
         head = [*headers, f'Content-Type: multipart/alternative; boundary="{alt}"']
-        return CRLF.join(h.encode("ascii") for h in head) + CRLF + CRLF + CRLF.join(body)
+        return CRLF.join(h.encode("utf-8") for h in head) + CRLF + CRLF + CRLF.join(body)
     mixed = "mix-" + uuid.uuid4().hex
     parts = [f"--{mixed}".encode(), f'Content-Type: multipart/alternative; boundary="{alt}"'.encode(), b"", *body]
     for filename, content_type, data in attachments:
@@ -205,4 +220,4 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
                   b"Content-Transfer-Encoding: base64", _disposition(filename).encode("ascii"), b"", _b64(data)]
     parts += [f"--{mixed}--".encode(), b""]
     head = [*headers, f'Content-Type: multipart/mixed; boundary="{mixed}"']
-    return CRLF.join(h.encode("ascii") for h in head) + CRLF + CRLF + CRLF.join(parts)
+    return CRLF.join(h.encode("utf-8") for h in head) + CRLF + CRLF + CRLF.join(parts)

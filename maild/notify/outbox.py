@@ -81,7 +81,7 @@ class SentJournal:
     def note(self, row: Claimed, at: datetime) -> None:
         line = f"{row.id}\t{row.message_id}\t{row.recipient}\t{at.isoformat()}\n"
         try:
-            os.write(self.fd, line.encode())
+            os.write(self.fd, line.encode("utf-8"))  # an internationalized recipient: read back as UTF-8
             self.lines += 1
         except OSError as e:  # a full disk: the database record follows anyway
             log.warning("outbox journal not written", error=describe(e), message_id=row.message_id)
@@ -113,7 +113,7 @@ class SentJournal:
                 os.close(fd)
                 continue
             sends = []
-            for line in path.read_text(errors="replace").splitlines():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 parts = line.split("\t")
                 if len(parts) == 4 and parts[0].isdigit():
                     with contextlib.suppress(ValueError):

@@ -1,6 +1,8 @@
 """Every header maild writes reads back, with the standard library, as exactly what maild meant
 to write (SPEC §11): arbitrary Unicode names, subjects and file names, control characters and
-encoded-word look-alikes included, never add a header, break a line or pass 998 octets."""
+encoded-word look-alikes included, never add a header, break a line or pass 998 octets.
+Internationalized addresses (RFC 6531) read back too: in IDNA form where the local part is
+ASCII (the mail stays ASCII), else as raw UTF-8 (RFC 6532)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from maild.headers import clean_filename, clean_name, clean_subject, is_plain_address
+from maild.headers import ascii_address, clean_filename, clean_name, clean_subject, is_mail_address, is_plain_address
 from maild.ingest.parse import parse_message
 from maild.notify.compose import compose_mail
 
@@ -49,27 +51,43 @@ def compose(from_name: str = "Support", to_name: str = "Jane", subject: str = "H
 
 
 def parse(raw: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    """An ASCII mail as bytes; a mail with UTF-8 headers (RFC 6532) as text, with the SMTPUTF8
+    policy: Python's bytes parser reads 8-bit header bytes as undecodable."""
+    if raw.isascii():
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    else:
+        msg = email.message_from_string(raw.decode("utf-8"), policy=email.policy.SMTPUTF8)
     assert isinstance(msg, EmailMessage)
     return msg
 
 
-def assert_wire_shape(raw: bytes) -> None:
-    """CRLF only, no line over 998 octets (RFC 5322 §2.1.1), headers in ASCII."""
+def assert_wire_shape(raw: bytes, *, utf8_header: bool = False) -> None:
+    """CRLF only, no line over 998 octets (RFC 5322 §2.1.1), headers in ASCII unless an address
+    needs UTF-8 (then valid UTF-8, RFC 6532)."""
     assert raw.endswith(b"\r\n")
     for line in raw.split(b"\r\n"):
         assert b"\r" not in line and b"\n" not in line, line[:100]
         assert len(line) <= 998, line[:100]
-    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() != utf8_header, head[:200]
+    head.decode("utf-8")
 
 
-def assert_headers(msg: EmailMessage, from_name: str, to_name: str, subject: str) -> None:
+def written(address: str) -> str:
+    """An address as maild writes it: IDNA where the local part is ASCII, else as it is."""
+    return ascii_address(address) or address
+
+
+def assert_headers(msg: EmailMessage, from_name: str, to_name: str, subject: str, *, to: str = CUSTOMER) -> None:
     """Exactly the headers maild writes, each once, reading as the cleaned values."""
     assert sorted(k.lower() for k in msg) == sorted(WRITTEN)
-    for field, address, name in (("From", DESK, from_name), ("To", CUSTOMER, to_name),
+    for field, address, name in (("From", DESK, from_name), ("To", written(to), to_name),
                                  ("Reply-To", REPLY_TO, from_name)):
         header = msg[field]
-        assert not header.defects, (field, header.defects)
+        # Python flags every UTF-8 local part, though RFC 6532 allows it
+        defects = [d for d in header.defects if not (address.partition("@")[0] != address.partition("@")[0].encode(
+            "ascii", "ignore").decode() and type(d).__name__ == "NonASCIILocalPartDefect")]
+        assert not defects, (field, header.defects)
         assert [(a.display_name, a.addr_spec) for a in header.addresses] == [(clean_name(name), address)]
     assert not msg["Subject"].defects
     assert str(msg["Subject"]) == clean_subject(subject)
@@ -123,12 +141,66 @@ def test_a_long_subject_folds_at_78(subject: str) -> None:
 
 
 @pytest.mark.parametrize("address", ["a b@x.test", "a@x.test\r\nBcc: y@evil.test", "<a@x.test>", "a@x.test,b@y.test",
-                                     'a"@x.test', "a;b@x.test", "a\x00@x.test", "jösé@x.test", "a@x.test>", "",
-                                     "no-at-sign", "a@", "@x.test", "a@x test", "a@" + "x" * 300 + ".test"])
+                                     'a"@x.test', "a;b@x.test", "a\x00@x.test", "a@x.test>", "",
+                                     "no-at-sign", "a@", "@x.test", "a@x test", "a@" + "x" * 300 + ".test",
+                                     # internationalized look-alikes that are no address
+                                     "jö sé@x.test", "jösé@x.test\r\nBcc: y@evil.test", "jö\u2028sé@x.test",
+                                     "jö\x85@x.test", "jösé@x test", "jösé@příklad..example", "jö<sé@x.test",
+                                     "jösé@-příklad.example", "ö" * 130 + "@x.test", "jösé@" + "ü" * 70 + ".test",
+                                     "a@příklad.example\u2029Bcc: y@evil.test", '"jösé"@x.test'])
 @pytest.mark.parametrize("field", ["mail_from", "to", "reply_to"])
-def test_an_address_that_is_not_plain_is_never_written(field: str, address: str) -> None:
-    with pytest.raises(ValueError, match="not a plain address"):
+def test_an_address_that_is_no_mail_address_is_never_written(field: str, address: str) -> None:
+    assert not is_mail_address(address)
+    with pytest.raises(ValueError, match="not a mail address"):
         compose(**{field: address})
+
+
+def test_an_internationalized_domain_is_written_in_idna_form() -> None:
+    """An ASCII local part: the mail stays ASCII, a relay needs no SMTPUTF8 for it."""
+    raw = compose(to="jiri@příklad.example", to_name="Jiří Novák")
+    assert_wire_shape(raw)
+    assert b"\r\nTo: =?utf-8?b?SmnFmcOtIE5vdsOhaw==?= <jiri@xn--pklad-zsa96e.example>\r\n" in raw
+    assert_headers(parse(raw), "Support", "Jiří Novák", "Hello", to="jiri@příklad.example")
+
+
+def test_a_utf8_local_part_is_written_as_raw_utf8() -> None:
+    raw = compose(to="jiří@příklad.example", to_name="Jiří Novák")
+    assert_wire_shape(raw, utf8_header=True)
+    assert "\r\nTo: =?utf-8?b?SmnFmcOtIE5vdsOhaw==?= <jiří@příklad.example>\r\n".encode() in raw
+    assert_headers(parse(raw), "Support", "Jiří Novák", "Hello", to="jiří@příklad.example")
+
+
+# Internationalized addresses: UTF-8 local parts of every script (letters, marks, emoji, atext
+# punctuation, dots between atoms) at internationalized or ASCII domains, up to 254 octets.
+_intl_char = st.characters(min_codepoint=0xA0, exclude_categories=("Cc", "Cs", "Zl", "Zp", "Zs"))
+_atom = st.lists(st.one_of(_intl_char, st.sampled_from("abcXYZ019!#$%&'*+/=?^_`{|}~-")), min_size=1,
+                 max_size=40).map("".join)
+_local = st.lists(_atom, min_size=1, max_size=4).map(".".join)
+_domain = st.sampled_from(["příklad.example", "xn--pklad-zsa96e.example", "example.com", "münchen.test", "例え.テスト",
+                           "mail.пример.рф", "straße.de", "x" * 60 + ".ü" + "y" * 50 + ".test"])
+intl_addresses = st.tuples(_local, _domain).map("@".join).filter(is_mail_address)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(to=intl_addresses, to_name=values)
+@example(to="jiří@příklad.example", to_name="Jiří Novák")
+@example(to="jiri@příklad.example", to_name=INJECTION)
+@example(to="用户@例子.广告", to_name="😀" * 300)
+@example(to="ö" * 100 + "@" + "x" * 40 + ".test", to_name="Ж" * 500)
+@example(to="δοκιμή.user+tag@παράδειγμα.δοκιμή", to_name="")
+@example(to="öööööööööö@x.test", to_name="a" * 50)  # 74 characters on one line, but 84 octets
+def test_internationalized_addresses_read_back(to: str, to_name: str) -> None:
+    raw = compose(to=to, to_name=to_name)
+    utf8 = ascii_address(to) is None
+    assert_wire_shape(raw, utf8_header=utf8)
+    assert_headers(parse(raw), "Support", to_name, "Hello", to=to)
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    to_lines = head[head.index("\r\nTo: ") + 2:head.index("\r\nReply-To: ")].split("\r\n")
+    # folded by octets, not characters: on one line of at most 78, or the address on a line of its own
+    if clean_name(to_name):
+        assert (len(to_lines) == 1 and len(to_lines[0].encode()) <= 78) or to_lines[-1] == f" <{written(to)}>", to_lines
+    else:
+        assert to_lines == [f"To: {written(to)}"]
 
 
 def test_message_ids_from_other_mail_that_are_not_plain_are_left_out() -> None:
