@@ -52,8 +52,9 @@ class Outcome:
     commands: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
-    bounced_addresses: list[str] = field(default_factory=list)
-    reason: str = ""  # why a bounce was believed or quarantined
+    bounced_addresses: list[str] = field(default_factory=list)  # failed for good (permanent)
+    delayed_addresses: list[str] = field(default_factory=list)  # a temporary failure: marks no one
+    reason: str = ""  # why a bounce was believed or quarantined, or which rule classified the mail
 
 
 class Quarantined(Exception):

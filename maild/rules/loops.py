@@ -25,7 +25,8 @@ BOUNCE_SUBJECT_RE = re.compile(
 class Classification:
     kind: str  # normal | auto_reply | bounce | list | loop
     reason: str = ""
-    bounced_addresses: list[str] = field(default_factory=list)
+    bounced_addresses: list[str] = field(default_factory=list)  # permanent failures
+    delayed_addresses: list[str] = field(default_factory=list)  # temporary failures (a delay, a full mailbox)
     # Set when the mail is normal but must still get no automatic answer.
     no_auto_reason: str = ""
 
