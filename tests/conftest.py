@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from maild.store.db import make_engine, upgrade_database
-from tests.support.sink import Sink
+from tests.support.sink import Sink, bad_mails
+from tests.support.wire_check import maildir_problems
 
 # hypothesis's pytest plugin imports hypothesis only at the end of the run; by then a test that
 # met a RecursionError (deep MIME nesting) has left CPython 3.11's AST compiler in a state where
@@ -97,6 +98,34 @@ def sink() -> Iterator[Sink]:
     s.start()
     yield s
     s.stop()
+    _fail_on_bad_mail(bad_mails([s]))
+
+
+def _fail_on_bad_mail(report: list[str]) -> None:
+    if report:
+        pytest.fail(f"maild sent {len(report)} mail(s) that a strict relay would refuse or garble "
+                    "(issue 20 §3; tests/support/wire_check.py):\n" + "\n".join(report), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _outgoing_mail_is_wire_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test (and its fixtures: this is torn down last): every mail any sink caught
+    during it, whoever made the sink, and every mail maild wrote into a Maildir in the test's
+    tmp_path, must be fit to travel byte by byte."""
+    yield
+    report = bad_mails()
+    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if isinstance(tmp, Path) and tmp.is_dir():
+        report += maildir_problems(tmp)
+    _fail_on_bad_mail(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A mail caught after the last test's teardown (a sink of a wider scope) fails the run too."""
+    report = bad_mails()
+    if report:
+        print("\nmaild sent mail that a strict relay would refuse or garble (issue 20 §3):\n" + "\n".join(report))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def load_eml(name: str) -> bytes:
