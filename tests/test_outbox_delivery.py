@@ -23,7 +23,8 @@ from maild.store.outbox import enqueue_mail
 from tests.support.sink import Sink, free_port
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-RAW = b"From: support@example.com\r\nTo: jane@acme.test\r\nSubject: [#1] Hi\r\n\r\nHello\r\n"
+RAW = (b"From: support@example.com\r\nTo: jane@acme.test\r\nSubject: [#1] Hi\r\n"
+       b"Date: Fri, 20 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@support.example.com>\r\n\r\nHello\r\n")
 
 
 class Clock:

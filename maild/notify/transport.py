@@ -2,11 +2,18 @@
 
 Errors are sorted into temporary (retry with backoff) and permanent (record and stop), the
 way an MTA sorts 4xx and 5xx.
+
+Internationalized addresses (RFC 6531): an ASCII local part with an internationalized domain
+travels in IDNA form, in plain SMTP. A UTF-8 local part, or a mail whose header section holds
+UTF-8 (notify.compose writes such an address as it is), needs the relay's SMTPUTF8; a relay
+that does not offer it fails that mail permanently, with a reason that says so, and the
+connection serves the rest of the pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import smtplib
 import socket
@@ -19,6 +26,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from maild.config import Config
+from maild.headers import ascii_address, clean_text, idna_domain
 
 
 class DeliveryError(Exception):
@@ -54,7 +62,8 @@ class MaildirTransport:
     def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
         name = f"{time.time_ns()}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
         tmp = self.root / "tmp" / name
-        head = f"Return-Path: <{mail_from}>\r\nDelivered-To: {recipient}\r\n".encode()
+        head = (f"Return-Path: <{_header_form(mail_from)}>\r\n"
+                f"Delivered-To: {_header_form(recipient)}\r\n").encode()
         try:
             with open(tmp, "wb") as f:
                 f.write(head + raw)
@@ -65,6 +74,31 @@ class MaildirTransport:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise DeliveryError(f"maildir {self.root}: {e}", permanent=False, relay=True) from e
+
+
+def _header_form(address: str) -> str:
+    """An envelope address as a header line of the Maildir file: ASCII where it can be (IDNA),
+    else UTF-8 as the mail's own headers carry it, and never a line break."""
+    return ascii_address(address) or clean_text(address, 998)
+
+
+def _envelope_form(address: str) -> tuple[str, bool]:
+    """The address for MAIL FROM / RCPT TO, and whether it takes SMTPUTF8: an internationalized
+    domain goes in IDNA form; only a UTF-8 local part needs the extension."""
+    if address.isascii():
+        return address, False
+    ascii_form = ascii_address(address)
+    return (ascii_form, False) if ascii_form is not None else (address, True)
+
+
+def ehlo_name(hostname: str) -> str:
+    """`[server] hostname` as the EHLO argument (RFC 5321 §4.1.1.1): a domain in IDNA form, or an
+    IP address as an address literal."""
+    try:
+        ip = ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        return idna_domain(hostname) or hostname.encode("ascii", "replace").decode("ascii")
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
 
 
 class _Deadline:
@@ -106,15 +140,16 @@ class RelayTimeout(TimeoutError):
 
 
 class _SMTP(_Deadline, smtplib.SMTP):
-    def __init__(self, host: str, port: int, timeout: float, deadline: float):
+    def __init__(self, host: str, port: int, timeout: float, deadline: float, local_hostname: str | None):
         self.deadline = deadline
-        super().__init__(host, port, timeout=timeout)
+        super().__init__(host, port, timeout=timeout, local_hostname=local_hostname)
 
 
 class _SMTP_SSL(_Deadline, smtplib.SMTP_SSL):
-    def __init__(self, host: str, port: int, timeout: float, deadline: float, context: ssl.SSLContext):
+    def __init__(self, host: str, port: int, timeout: float, deadline: float, context: ssl.SSLContext,
+                 local_hostname: str | None):
         self.deadline = deadline
-        super().__init__(host, port, timeout=timeout, context=context)
+        super().__init__(host, port, timeout=timeout, context=context, local_hostname=local_hostname)
 
 
 _Client = _SMTP | _SMTP_SSL
@@ -124,7 +159,10 @@ QUIT_SECONDS = 5.0
 
 
 class SmtpTransport:
-    def __init__(self, url: str, password: str | None, timeout: float, ca_file: Path | None = None):
+    def __init__(self, url: str, password: str | None, timeout: float, ca_file: Path | None = None, *,
+                 local_hostname: str | None = None):
+        """`local_hostname`: the name maild greets the relay with (`[server] hostname`); None is
+        smtplib's default, this machine's FQDN, which relays and spam filters may score or refuse."""
         parts = urlsplit(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or "127.0.0.1"
@@ -134,6 +172,7 @@ class SmtpTransport:
         self.password = unquote(parts.password) if parts.password else password
         self.timeout = timeout
         self.ca_file = ca_file
+        self.local_hostname = ehlo_name(local_hostname) if local_hostname else None
         self._client: _Client | None = None
         self._batching = False
 
@@ -142,8 +181,8 @@ class SmtpTransport:
 
     def _connect(self, deadline: float) -> _Client:
         if self.scheme == "smtps":
-            return _SMTP_SSL(self.host, self.port, self.timeout, deadline, self._tls())
-        client = _SMTP(self.host, self.port, self.timeout, deadline)
+            return _SMTP_SSL(self.host, self.port, self.timeout, deadline, self._tls(), self.local_hostname)
+        client = _SMTP(self.host, self.port, self.timeout, deadline, self.local_hostname)
         if self.scheme == "smtp+starttls":
             try:
                 client.starttls(context=self._tls())
@@ -200,17 +239,45 @@ class SmtpTransport:
                 raise again.error from None
         self._drop_unless_batching()
 
+    def _options(self, client: _Client, mail_from: str, recipient: str, raw: bytes) -> tuple[str, str, list[str]]:
+        """MAIL FROM, RCPT TO and the MAIL options of one send; a permanent DeliveryError if the
+        mail needs SMTPUTF8 and the relay does not offer it (checked before MAIL: the
+        connection stays clean for the next mail)."""
+        sender, sender_utf8 = _envelope_form(mail_from)
+        rcpt, rcpt_utf8 = _envelope_form(recipient)
+        eight_bit = not raw.isascii()
+        utf8_head = eight_bit and not raw.partition(b"\r\n\r\n")[0].isascii()
+        client.ehlo_or_helo_if_needed()
+        client.command_encoding = "ascii"  # smtplib leaves it at utf-8 after an SMTPUTF8 mail
+        options = ["BODY=8BITMIME"] if eight_bit and client.has_extn("8bitmime") else []
+        if not (sender_utf8 or rcpt_utf8 or utf8_head):
+            return sender, rcpt, options
+        if client.has_extn("smtputf8"):
+            return sender, rcpt, ["SMTPUTF8", *options]
+        needed_for = (f"{recipient} (an internationalized address)" if rcpt_utf8
+                      else f"the sender {mail_from} (an internationalized address)" if sender_utf8
+                      else "this mail's UTF-8 header (an internationalized address in it)")
+        raise DeliveryError(f"relay {self.host}:{self.port} does not offer SMTPUTF8, needed for {needed_for}",
+                            permanent=True)
+
     def _send_once(self, mail_from: str, recipient: str, raw: bytes) -> None:
         deadline = time.monotonic() + self.timeout
         try:
             client = self._session(deadline)
+            sender, rcpt, options = self._options(client, mail_from, recipient, raw)
             try:
-                client.sendmail(mail_from, [recipient], raw)
+                client.sendmail(sender, [rcpt], raw, mail_options=options)
             except smtplib.SMTPRecipientsRefused as e:
                 if _code_of(e) != 421:
                     with contextlib.suppress(OSError, smtplib.SMTPException):
                         client.rset()  # the connection serves the next mail of the batch
                 raise
+        except DeliveryError:
+            self._drop_unless_batching()
+            raise
+        except UnicodeError as e:  # smtplib would not encode a command: never so after _options
+            self._drop()
+            raise DeliveryError(f"relay {self.host}:{self.port}: {e}", permanent=True) from e
         except smtplib.SMTPRecipientsRefused as e:
             code = _code_of(e)
             text = next(iter(e.recipients.values()))[1].decode(errors="replace")
@@ -274,4 +341,5 @@ def make_transport(cfg: Config) -> Transport:
     if cfg.outbound.password_file:
         password = cfg.path(cfg.outbound.password_file).read_text().strip()
     ca_file = cfg.path(cfg.outbound.ca_file) if cfg.outbound.ca_file else None
-    return SmtpTransport(url, password, cfg.outbound.timeout_seconds, ca_file)
+    return SmtpTransport(url, password, cfg.outbound.timeout_seconds, ca_file,
+                         local_hostname=cfg.server.hostname)
