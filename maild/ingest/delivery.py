@@ -39,7 +39,7 @@ class Delivery:
 class Outcome:
     """What the pipeline did with one mail: logged, shown by `maild inspect`."""
 
-    action: str  # created | threaded | duplicate | bounce | refused | ignored | held | quarantined
+    action: str  # created | threaded | noted | duplicate | bounce | refused | ignored | held | quarantined
     case_number: int | None
     matched_by: str  # token | references | subject | new | duplicate | none | held | release | verp
     classification: str
@@ -55,6 +55,7 @@ class Outcome:
     bounced_addresses: list[str] = field(default_factory=list)  # failed for good (permanent)
     delayed_addresses: list[str] = field(default_factory=list)  # a temporary failure: marks no one
     reason: str = ""  # why a bounce was believed or quarantined, or which rule classified the mail
+    classified_by: str = ""  # the rule or detector behind `classification` (Classification.reason)
 
 
 class Quarantined(Exception):

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig
 from maild.ingest.bounces import ingest_bounce
-from maild.ingest.delivery import Delivery, Outcome
+from maild.ingest.delivery import Delivery, Outcome, Quarantined
 from maild.ingest.parse import InboundMessage, parse_message
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
@@ -101,6 +101,7 @@ _SAME_MESSAGE_ID = select(Message.dedup_key, Message.from_address, Message.case_
 _KINDS_SENT = select(OutboxMail.kind).where(OutboxMail.message_id.in_(bindparam("ids", expanding=True)))
 _LAST_FROM = (select(Message.message_id)
               .where(Message.case_number == bindparam("case"), Message.message_id.is_not(None),
+                     Message.classification != "auto_reply",  # an agent's answer replies to the person
                      Message.from_address.in_(bindparam("senders", expanding=True)))
               .order_by(Message.id.desc()).limit(1))
 
@@ -160,6 +161,31 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
                      subject=msg.subject[:1000], classification=classification.kind, received_at=now)
     # written (store.rows) once its case is known: one INSERT, not an INSERT and an UPDATE
 
+    try:
+        outcome = _ingest_classified(session, msg, stored, classification, delivery, rt, released_by)
+    except Quarantined as e:
+        _carry_classification(e.outcome, classification)
+        raise
+    _carry_classification(outcome, classification)
+    return outcome
+
+
+def _carry_classification(outcome: Outcome, classification: Classification) -> None:
+    """Which rule or detector classified the mail goes with the Outcome to the log and `maild
+    inspect`; for a bounce kept aside, the addresses its detector read (permanent and temporary)."""
+    if outcome.classified_by:  # a released held mail: its own classification came back with it
+        return
+    outcome.classified_by = classification.reason or classification.no_auto_reason
+    if not outcome.reason:
+        outcome.reason = outcome.classified_by
+    if classification.kind == "bounce" and not outcome.bounced_addresses and not outcome.delayed_addresses:
+        outcome.bounced_addresses = list(classification.bounced_addresses)
+        outcome.delayed_addresses = list(classification.delayed_addresses)
+
+
+def _ingest_classified(session: Session, msg: InboundMessage, stored: Message, classification: Classification,
+                       delivery: Delivery, rt: Runtime, released_by: AgentConfig | None) -> Outcome:
+    cfg = rt.config
     if classification.kind == "bounce":
         return ingest_bounce(session, msg, stored, classification, delivery, rt)
 
@@ -184,6 +210,12 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
         claimed = cfg.agent(sender_address)
         if claimed is not None and speaker.agent is None:
             return _hold_agent_mail(session, msg, stored, claimed, speaker, match, classification, delivery, rt)
+    if classification.kind == "auto_reply":
+        outcome = _auto_reply(session, msg, stored, match, classification, rt)
+        outcome.is_agent = speaker.is_agent
+        outcome.agent_reason = speaker.reason
+        return outcome
+    now = rt.clock()
     sender = ensure_contact(session, sender_address, msg.sender.name if msg.sender else "", cfg.organizations, now,
                             last_mail_at=now)
     if sender.state == "bouncing":
@@ -197,6 +229,64 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
     outcome.is_agent = speaker.is_agent
     outcome.agent_reason = speaker.reason
     return outcome
+
+
+# --- an automatic reply: out-of-office, vacation, "we received your mail" (issue 21 §3) ------
+
+AUTO_NOTE_CHARS = 1500  # an out-of-office says its piece in a few lines; the rest is boilerplate
+AUTO_NOTE_LINES = 25
+
+
+def _auto_reply(session: Session, msg: InboundMessage, stored: Message, match: Match,
+                classification: Classification, rt: Runtime) -> Outcome:
+    """An internal system note on the case it answers, and nothing else: no stage change (a
+    solved case stays solved, a pending one keeps waiting: an out-of-office is not the
+    customer's answer, so the SLA clocks do not move), no acknowledgement, no public post, no
+    mail to anyone. Agents are not notified either: they see it on the case, and a notification
+    about a robot's mail is how loops between two out-of-office replies start. One that answers
+    no case opens none: it is stored, and the adapter's log line says why."""
+    now = rt.clock()
+    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
+    text = reply.text if reply.text.strip() else msg.text
+    case = session.get(Case, match.case_number) if match.case_number is not None else None
+    if case is None:
+        stored.matched_by = "none"
+        insert_row(session, stored)
+        return Outcome("ignored", None, "none", classification.kind, acknowledgement="none: automatic reply",
+                       reply_text=text, reason=f"automatic reply to no case ({classification.reason})")
+    stored.case_number = case.number
+    stored.matched_by = match.rule
+    insert_row(session, stored)
+    sender = stored.from_address or "an unknown sender"
+    if msg.sender is not None and msg.sender.name:
+        sender = f"{msg.sender.name} <{sender}>"
+    body = f"Automatic reply from {sender} ({classification.reason}); the case is unchanged.\n\n{shorten(text)}"
+    post = Post(case_number=case.number, message_pk=stored.id, visibility="internal", author="system",
+                author_kind="system", source="system", body=body.rstrip(), created_at=now)
+    insert_row(session, post)
+    event = case_store.record_event(session, case, "post_internal", "system", now, post=post.id,
+                                    automatic_reply=stored.from_address)
+    return Outcome("noted", case.number, match.rule, classification.kind, visibility="internal",
+                   acknowledgement="none: automatic reply", events=[event.kind], reply_text=text)
+
+
+def shorten(text: str, max_chars: int = AUTO_NOTE_CHARS, max_lines: int = AUTO_NOTE_LINES) -> str:
+    """At most `max_lines` lines and `max_chars` characters, cut at a line (or word) boundary,
+    runs of blank lines made one: enough to read who is away until when, and whom to ask."""
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        line = line.rstrip()
+        if not line and (not lines or not lines[-1]):
+            continue
+        lines.append(line)
+    out = "\n".join(lines[:max_lines])
+    cut = len(lines) > max_lines
+    if len(out) > max_chars:
+        out = out[:max_chars]
+        boundary = max(out.rfind("\n"), out.rfind(" "))
+        out = out[:boundary] if boundary > max_chars // 2 else out
+        cut = True
+    return out.rstrip() + (" […]" if cut else "")
 
 
 # --- mail from an agent's address that is not authenticated (SPEC §6) ----------------------
