@@ -543,7 +543,7 @@ def test_an_address_no_header_can_carry_costs_its_own_mail_only(desk: Desk) -> N
 
     def add_odd_participant(s: Session) -> None:
         case = s.get(Case, n)
-        odd = Contact(email="jörg@acme.test", name="Jörg", state="active", fields={}, created_at=desk.now)
+        odd = Contact(email="jörg doe@acme.test", name="Jörg", state="active", fields={}, created_at=desk.now)
         s.add(odd)
         s.flush()
         case.participants.append(CaseParticipant(contact=odd))
@@ -552,7 +552,7 @@ def test_an_address_no_header_can_carry_costs_its_own_mail_only(desk: Desk) -> N
     before = len(desk.outbox())
     out = desk.ingest(mail("jane@acme.test", f"Re: [#{n}] Printer", "It still burns."))
     assert (out.action, out.case_number) == ("threaded", n)
-    assert all(r.recipient != "jörg@acme.test" for r in desk.outbox()[before:])
+    assert all(r.recipient != "jörg doe@acme.test" for r in desk.outbox()[before:])
 
 
 def test_participants_and_acknowledgements_per_mail_are_capped(engine: Engine, tmp_path: Path) -> None:

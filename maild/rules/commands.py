@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from maild.config import AgentConfig, Config
-from maild.headers import is_plain_address
+from maild.headers import ascii_address, idna_domain, is_mail_address
 
 STAGES = ("new", "open", "pending", "resolved", "closed")
 OPEN_STAGES = ("new", "open", "pending")  # the work still to do; resolved and closed are done
@@ -320,22 +320,19 @@ def _tags(args: str, tags: list[str]) -> str | None:
 
 
 def _idna_domain(address: str) -> str:
-    """`joerg@müller.test` as a header can carry it: the domain in IDNA (`xn--mller-kva.test`);
-    anything that does not encode is left for _valid_address to refuse."""
-    local, at, domain = address.rpartition("@")
-    if not at or domain.isascii():
-        return address
-    try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError:
-        return address
+    """`joerg@müller.test` as an ASCII header carries it: the domain in IDNA (`xn--mller-kva.test`);
+    a UTF-8 local part stays as it is (it goes out with SMTPUTF8, notify.transport), and anything
+    that does not encode is left for _valid_address to refuse."""
+    return ascii_address(address) or address
 
 
 def _valid_address(address: str) -> bool:
     local, at, domain = address.rpartition("@")
-    if not at or not LOCAL_RE.fullmatch(local) or not is_plain_address(address):  # a header must carry it as it is
+    if not at or not is_mail_address(address):  # a header must carry it (RFC 6531 included)
         return False
-    labels = domain.rstrip(".").split(".")
+    if local.isascii() and not LOCAL_RE.fullmatch(local):
+        return False
+    labels = (idna_domain(domain) or "").rstrip(".").split(".")
     return len(labels) >= 2 and all(LABEL_RE.fullmatch(lb) for lb in labels) and not labels[-1].isdigit()
 
 

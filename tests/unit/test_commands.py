@@ -246,9 +246,16 @@ def test_follow_and_unfollow_use_the_actor() -> None:
     ("/forward vendor@supplier.test With Notes", ForwardRequest("vendor@supplier.test", True)),
     ("/forward <first.last+tag@mail.supplier.test>", ForwardRequest("first.last+tag@mail.supplier.test", False)),
     ("/forward joerg@müller.test", ForwardRequest("joerg@xn--mller-kva.test", False)),  # as a header carries it
+    ("/forward joerg@faß.test", ForwardRequest("joerg@xn--fa-hia.test", False)),  # IDNA 2008: ß is not ss
+    ("/forward jiří@příklad.example", ForwardRequest("jiří@příklad.example", False)),  # RFC 6531: SMTPUTF8
 ])
 def test_forward(line: str, request_: ForwardRequest) -> None:
     assert plan(line).changes == [request_]
+
+
+@pytest.mark.parametrize("address", ["jiří@příklad", "jiří@a..example", "a@-x-.test", "ji<ří@x.test", "jiří\"@x.test"])
+def test_forward_refuses_what_no_header_can_carry(address: str) -> None:
+    assert "is not an email address" in plan(f"/forward {address}").errors[0].reason
 
 
 def test_forward_to_two_addresses_keeps_both() -> None:
