@@ -64,8 +64,11 @@ def inspect_file(cfg: Config, engine: Engine, path: Path) -> dict[str, Any]:
         "match": outcome.matched_by,
         "action": outcome.action,
         "classification": outcome.classification,
-        "bounced_addresses": outcome.bounced_addresses,
-        "reason": outcome.reason or None,
+        "reason": outcome.classified_by or None,  # the rule or detector that classified it
+        "bounced_addresses": outcome.bounced_addresses,  # permanent failures (SPEC §13)
+        "bounced": [{"address": a, "failure": "permanent"} for a in outcome.bounced_addresses]
+        + [{"address": a, "failure": "temporary"} for a in outcome.delayed_addresses],
+        "outcome_reason": outcome.reason if outcome.reason and outcome.reason != outcome.classified_by else None,
         "would_notify": outcome.notified,
         "acknowledgement": outcome.acknowledgement,
     }

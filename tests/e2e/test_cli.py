@@ -144,3 +144,131 @@ def test_embedded_defaults_put_the_acknowledgement_into_var_outbox(tmp_path: Pat
         assert [c["subject"] for c in listed] == ["Hello maild"]
     finally:
         assert d.stop() == 0
+
+
+# --- maild inspect --json (SPEC §13, issue 21 §4) -------------------------------------------------
+
+POSTFIX_DELAYED = """\
+Return-Path: <>
+Date: Fri, 20 Nov 2026 14:10:02 +0100 (CET)
+From: MAILER-DAEMON@mx.example.com (Mail Delivery System)
+Subject: Delayed Mail (still being retried)
+To: support@example.com
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+\tboundary="4ZdLm21qkVz9sW4.1795187402/mx.example.com"
+Content-Transfer-Encoding: 8bit
+Message-Id: <20261120131002.4ZdLm21qkVz9sW4@mx.example.com>
+
+This is a MIME-encapsulated message.
+
+--4ZdLm21qkVz9sW4.1795187402/mx.example.com
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.example.com.
+
+####################################################################
+# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
+####################################################################
+
+Your message could not be delivered for more than 4 hour(s).
+It will be retried until it is 5 day(s) old.
+
+                   The mail system
+
+<slow@acme.test>: connect to mx.acme.test[198.51.100.7]:25: Connection timed out
+
+--4ZdLm21qkVz9sW4.1795187402/mx.example.com
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.com
+X-Postfix-Queue-ID: 4ZdFb05Yx1z9sV8
+X-Postfix-Sender: rfc822; support@example.com
+Arrival-Date: Fri, 20 Nov 2026 10:02:11 +0100 (CET)
+
+Final-Recipient: rfc822; slow@acme.test
+Original-Recipient: rfc822;slow@acme.test
+Action: delayed
+Status: 4.4.1
+Diagnostic-Code: X-Postfix; connect to mx.acme.test[198.51.100.7]:25: Connection
+    timed out
+Will-Retry-Until: Wed, 25 Nov 2026 10:02:11 +0100 (CET)
+
+--4ZdLm21qkVz9sW4.1795187402/mx.example.com
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+
+Return-Path: <support@example.com>
+From: Example Support <support@example.com>
+To: slow@acme.test
+Subject: [#3] We received your request
+Date: Fri, 20 Nov 2026 09:02:10 +0000
+Message-ID: <ack-3@support.example.com>
+Auto-Submitted: auto-replied
+
+--4ZdLm21qkVz9sW4.1795187402/mx.example.com--
+"""
+
+
+def test_inspect_json_shows_classification_reason_bounced_addresses_and_reply_text(
+        database: Database, sink: Sink, tmp_path: Path) -> None:
+    from tests.conftest import load_eml
+    from tests.e2e.test_auto_replies import exchange_ooo
+    from tests.support.mails import mail
+
+    d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}")
+    d.start()
+    try:
+        d.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "VPN drops", "It drops hourly."),
+               "jane@acme.test", ["support@example.com"])
+        (ack,) = sink.wait_for(lambda c: "jane@acme.test" in c.rcpt_tos)
+        n = d.cases()[0]["number"]
+        ack_id = str(ack.message["Message-ID"]).strip("<>")
+        files = {
+            "bounce.eml": load_eml("bounce-dsn-postfix.eml"),
+            "delayed.eml": POSTFIX_DELAYED.replace("\n", "\r\n").encode(),
+            "ooo.eml": exchange_ooo("Jane Customer <jane@acme.test>", "support@example.com",
+                                    f"Automatische Antwort: {ack.message['Subject']}", ack_id),
+            "reply.eml": mail("Jane Customer <jane@acme.test>", "support@example.com",
+                              f"Re: {ack.message['Subject']}",
+                              f"Still dropping, now every ten minutes.\n\nOn Fri, 20 Nov 2026 at 10:00, Example "
+                              f"Support <support@example.com> wrote:\n> We received your request [#{n}].\n",
+                              headers={"In-Reply-To": f"<{ack_id}>", "References": f"<{ack_id}>"}),
+        }
+        for name, raw in files.items():
+            (tmp_path / name).write_bytes(raw)
+        posts = len(d.case(n)["posts"])
+        r = d.cli("inspect", *(str(tmp_path / f) for f in files), "--json")
+        out = {Path(o["file"]).name: o for o in map(json.loads, r.stdout.splitlines())}
+        assert list(out) == list(files)  # one line per file, in the order given
+
+        bounce = out["bounce.eml"]  # not of mail maild sent: kept aside, but what it says is shown
+        assert (bounce["classification"], bounce["action"]) == ("bounce", "quarantined")
+        assert bounce["reason"]  # which detector
+        assert bounce["bounced"] == [{"address": "gone@acme.test", "failure": "permanent"}]
+        assert bounce["bounced_addresses"] == ["gone@acme.test"]
+        assert bounce["outcome_reason"] == "bounce of mail not sent by maild"
+
+        delayed = out["delayed.eml"]
+        assert delayed["classification"] == "bounce" and delayed["reason"]
+        assert delayed["bounced"] == [{"address": "slow@acme.test", "failure": "temporary"}]
+        assert delayed["bounced_addresses"] == []
+
+        ooo = out["ooo.eml"]
+        assert (ooo["classification"], ooo["action"], ooo["case"], ooo["visibility"]) == \
+            ("auto_reply", "noted", n, "internal")
+        assert "auto-replied" in ooo["reason"].lower()
+        assert "nicht im Büro" in ooo["reply_text"] and ooo["would_notify"] == []
+        assert ooo["acknowledgement"] == "none: automatic reply"
+
+        reply = out["reply.eml"]
+        assert (reply["classification"], reply["action"], reply["case"]) == ("normal", "threaded", n)
+        assert reply["reply_text"] == "Still dropping, now every ten minutes."
+        assert reply["bounced"] == [] and reply["reason"] is None
+
+        assert len(d.case(n)["posts"]) == posts and len(d.cases()) == 1  # nothing stored
+    finally:
+        d.stop()
