@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import re
 import socket
@@ -23,13 +24,39 @@ if TYPE_CHECKING:  # a parse worker serving SMTP imports this module, and needs 
 
 log = structlog.get_logger("maild.smtp")
 
+# Every 2xx, 4xx and 5xx reply carries an RFC 3463 enhanced status code (RFC 2034), those
+# written here and those aiosmtpd writes (MaildSMTP.push adds theirs).
 NOT_OURS = "550 5.1.1 <{}>: no such mailbox here; this server does not relay"
 TRY_LATER = "451 4.3.0 Temporary storage failure, please try again later"
 NO_SPACE = "452 4.3.1 Insufficient system storage"
-SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
-TOO_MANY = "421 4.7.0 Too many connections"
-TOO_MANY_FROM_YOU = "421 4.7.0 Too many connections from your address"
-IDLE = "421 4.4.2 Idle too long, closing connection"
+TOO_BIG = "552 5.3.4 Message too big for this server"
+SENDER_OK = "250 2.1.0 OK"
+RECIPIENT_OK = "250 2.1.5 OK"
+# A 421 names the server (RFC 5321 §4.2.3: "421 <domain> Service not available"): {host}.
+SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, try again later"
+TOO_MANY = "421 4.7.0 {host} Too many connections"
+TOO_MANY_FROM_YOU = "421 4.7.0 {host} Too many connections from your address"
+IDLE = "421 4.4.2 {host} Idle too long, closing connection"
+
+# The enhanced code of a reply aiosmtpd writes without one: by its exact text where the text
+# says more than its reply code does, else by the reply code. Replies that take none (RFC 2034
+# §3): the greeting (220), the answers to HELO and EHLO, and 3xx (354, AUTH's 334).
+_ENHANCED_BY_TEXT = {
+    "250 HELP": "250 HELP",  # the last line of EHLO's answer
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME": "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME",
+    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
+    "552 Error: message size exceeds fixed maximum message size": "552 5.3.4 Message size exceeds fixed maximum "
+                                                                  "message size",
+}
+_ENHANCED_BY_CODE = {
+    "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "252": "2.0.0",
+    "421": "4.3.2", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0",
+    "500": "5.5.2",  # syntax error, command unrecognized, line too long
+    "501": "5.5.2",  # syntax error in the arguments ("Syntax: MAIL FROM: <address>")
+    "502": "5.5.1", "503": "5.5.1",  # command not implemented / out of sequence
+    "504": "5.5.4", "530": "5.7.0", "535": "5.7.8", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3",
+    "554": "5.0.0", "555": "5.5.4",  # MAIL/RCPT parameters not recognized
+}
 # A command line (EHLO, MAIL, RCPT …) is buffered up to this much; aiosmtpd answers 500 past
 # RFC 5321's 512 octets anyway. A longer one is read and dropped piece by piece, never held.
 COMMAND_LINE_LIMIT = 4096
@@ -123,6 +150,7 @@ class Drain:
     def __init__(self) -> None:
         self.sessions: set[MaildSMTP] = set()
         self.stopping = False
+        self.finished = False
 
     def begin(self) -> None:
         """No new mail from now on."""
@@ -136,8 +164,10 @@ class Drain:
     async def finish(self, timeout: float = DRAIN_DATA_SECONDS + 60.0) -> None:
         """Waits for the DATA arriving (up to DRAIN_DATA_SECONDS, within `timeout`) and the
         mail being committed (up to `timeout`: the commit's own wait is bounded), then closes
-        the sessions left."""
+        the sessions left. Once finished, it returns at once."""
         self.begin()
+        if self.finished:
+            return
         loop = asyncio.get_running_loop()
         start = loop.time()
         data_until = start + min(DRAIN_DATA_SECONDS, timeout)
@@ -155,23 +185,55 @@ class Drain:
             await asyncio.sleep(0.05)
         for session in list(self.sessions):
             session.shut()
+        self.finished = True
+
+
+def refuse_waiting(sock: socket.socket, hostname: str) -> int:
+    """Answers 421 4.3.2 to every connection waiting in the listen queue of `sock`, a listening
+    socket about to close: closing it would reset them, and a sender told nothing of why.
+    Returns how many there were."""
+    reply = (SHUTTING_DOWN.format(host=hostname) + "\r\n").encode()
+    sock.setblocking(False)  # it is already, for asyncio; accept() must never wait here
+    count = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # none left (BlockingIOError), or the socket is closed or never listened
+            break
+        with conn:
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):  # the client went away: nothing to tell it
+                conn.send(reply)
+        count += 1
+    if count:
+        log.info("smtp connections waiting at stop answered 421", count=count)
+    return count
 
 
 class SmtpServer(asyncio.AbstractServer):
-    """An asyncio server whose close() also stops taking mail on the sessions open, and whose
+    """An asyncio server whose close() stops taking mail on the sessions open, and whose
     wait_closed() waits for their mail to be answered (Drain), as Python 3.12's waits for
-    its connections to end."""
+    its connections to end.
 
-    def __init__(self, server: asyncio.Server, drain: Drain):
+    It listens until the mail is answered: a connection made meanwhile hears 421 4.3.2 at once
+    (MaildSMTP.connection_made), rather than waiting in the listen queue for a greeting that
+    never comes and being reset when the socket closes. Then what is still queued hears 421
+    (refuse_waiting), and the listening socket closes."""
+
+    def __init__(self, server: asyncio.Server, drain: Drain, listening: socket.socket, hostname: str):
         self.server = server
         self.drain = drain
+        self.listening = listening
+        self.hostname = hostname
 
     def close(self) -> None:
-        self.server.close()
         self.drain.begin()
 
     async def wait_closed(self) -> None:
         await self.drain.finish()
+        if self.server.is_serving():
+            refuse_waiting(self.listening, self.hostname)
+        self.server.close()
         await self.server.wait_closed()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -211,6 +273,12 @@ class MaildSMTP(SMTP):
 
     `drain` holds the process's sessions for a stop (Drain): a mail is committed only if its
     session is still open when its DATA ends, and answered before the session is closed.
+
+    Every 2xx, 4xx and 5xx reply carries an enhanced status code (push), whether the client
+    said EHLO or HELO: RFC 2034 ties them to EHLO, but Postfix sends them to either, and no
+    client is known to mind. PIPELINING (RFC 2920) is safe here: commands are read a line at a
+    time from the stream, so those sent together wait in its buffer, each answered in turn;
+    DATA is read up to its end marker only (smtp_data), leaving what follows it there too.
     """
 
     line_length_limit = COMMAND_LINE_LIMIT
@@ -239,30 +307,31 @@ class MaildSMTP(SMTP):
         self._shut = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.write(SHUTTING_DOWN.format(host=self.hostname).encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
 
+    def _refuse(self, transport: asyncio.BaseTransport, reply: str) -> None:
+        """421 before the greeting, and close: never a session."""
+        self._refused = True
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(reply.format(host=self.hostname).encode() + b"\r\n")
+        transport.close()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.drain.stopping:  # made while the mail in flight is answered at a stop (SmtpServer)
+            self._refuse(transport, SHUTTING_DOWN)
+            return
         if self.gate is not None and self._original_transport is None:  # not STARTTLS's second call
             peer = transport.get_extra_info("peername")
             client = str(peer[0] if isinstance(peer, tuple) else peer)
             refusal = self.gate.admit(client)
             if refusal is not None:
-                self._refused = True
-                log.warning("smtp session refused", client=client, reason=refusal[10:],
+                log.warning("smtp session refused", client=client, reason=refusal.partition("} ")[2],
                             max_sessions=self.gate.limits.max_sessions,
                             max_per_client=self.gate.limits.max_per_client)
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(refusal.encode() + b"\r\n")
-                transport.close()
+                self._refuse(transport, refusal)
                 return
             self._client = client
-        if self.drain.stopping:  # accepted just before the listening socket closed
-            self._refused = True
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(SHUTTING_DOWN.encode() + b"\r\n")
-            transport.close()
-            return
         self.drain.sessions.add(self)
         super().connection_made(transport)
 
@@ -288,14 +357,29 @@ class MaildSMTP(SMTP):
         log.info("smtp session idle, closed", peer=str(self.session.peer if self.session else None),
                  idle_timeout=self._timeout_duration)
         if self.transport is not None and not self.transport.is_closing():  # RFC 5321 §4.5.3.2: 421, then close
-            self.transport.write(IDLE.encode() + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.write(IDLE.format(host=self.hostname).encode() + b"\r\n")  # type: ignore[attr-defined]
         super()._timeout_cb()
 
     async def push(self, status: Any) -> None:
-        if status == "500 Command line too long":
-            log.warning("smtp command line too long, refused", peer=str(self.session.peer if self.session else None),
-                        limit=self.command_size_limit)
+        """Every reply goes out here: one that lacks an enhanced status code gets its own."""
+        if isinstance(status, str) and status[5:6] != ".":  # "250 2.0.0 OK" has one
+            if status == "500 Command line too long":
+                log.warning("smtp command line too long, refused",
+                            peer=str(self.session.peer if self.session else None), limit=self.command_size_limit)
+            status = self._enhanced(status)
         await super().push(status)
+
+    def _enhanced(self, status: str) -> str:
+        """`status` with the enhanced code its text or reply code calls for (_ENHANCED_BY_*);
+        as it is if it takes none: the greeting, the answers to HELO and EHLO, 3xx."""
+        coded = _ENHANCED_BY_TEXT.get(status)
+        if coded is not None:
+            return coded
+        if status[3:4] != " " or status == f"250 {self.hostname}":  # EHLO's lines, HELO's answer
+            return status
+        # "500 Error: (KeyError) …" is aiosmtpd's answer to an exception: not the client's fault
+        detail = "5.3.0" if status.startswith("500 Error: (") else _ENHANCED_BY_CODE.get(status[:3])
+        return status if detail is None else f"{status[:3]} {detail} {status[4:]}"
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """`<local@domain> …` of MAIL and RCPT, for plain addresses without the header parser
@@ -314,6 +398,7 @@ class MaildSMTP(SMTP):
             return
         await super().smtp_MAIL(arg)
 
+    @syntax("DATA")  # as aiosmtpd's, so that HELP lists it
     async def smtp_DATA(self, arg: str) -> None:
         if self.drain.stopping:
             self.shut()
@@ -346,7 +431,7 @@ class MaildSMTP(SMTP):
                 return
             if data.too_big:
                 self._set_post_data_state()
-                await self.push("552 Error: Too much mail data")
+                await self.push(TOO_BIG)
                 return
             self.envelope.content = self.envelope.original_content = data.content
             self.envelope.spooled = data.spooled  # type: ignore[attr-defined]  # the handler takes the file
@@ -354,7 +439,7 @@ class MaildSMTP(SMTP):
             self._last_input = float("inf")  # being delivered: not idle, however long the commit takes
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
-            await self.push("250 OK" if status is MISSING else status)
+            await self.push("250 2.0.0 OK" if status is MISSING else status)
         finally:
             self._in_data = self.reading_data = False
             self._last_input = self.loop.time()
@@ -366,8 +451,8 @@ Deliver = Callable[[bytes | Path | OSError, str, list[str]], Awaitable[str]]
 
 
 class MaildHandler:
-    """RCPT and DATA, wherever the session runs: in the daemon (`deliver` is the Receiver's)
-    or in a parse worker (`deliver` parses there and hands the mail to the daemon)."""
+    """EHLO, MAIL, RCPT and DATA, wherever the session runs: in the daemon (`deliver` is the
+    Receiver's) or in a parse worker (`deliver` parses there and hands the mail to the daemon)."""
 
     def __init__(self, is_ours: Callable[[str], bool], deliver: Deliver):
         self.is_ours = is_ours
@@ -380,7 +465,21 @@ class MaildHandler:
             log.info("recipient refused", rcpt=address, peer=str(session.peer))
             return NOT_OURS.format(address)
         envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
+        return RECIPIENT_OK
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        """As aiosmtpd does without this hook, with the enhanced code for a sender (2.1.0)."""
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return SENDER_OK
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """aiosmtpd's extensions (SIZE, 8BITMIME, SMTPUTF8), and what MaildSMTP adds: PIPELINING
+        and ENHANCEDSTATUSCODES. The hook must set the session's host name itself."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw: bytes | Path | OSError = (getattr(envelope, "spool_error", None) or getattr(envelope, "spooled", None)
@@ -456,5 +555,5 @@ async def start_smtp_servers(handler: MaildHandler, socks: list[socket.socket], 
         return MaildSMTP(handler, hostname=hostname, ident="maild", data_size_limit=max_bytes,
                          enable_SMTPUTF8=True, decode_data=False, spool_dir=spool_dir, gate=gate, drain=drain,
                          timeout=gate.limits.idle_timeout)
-    return [SmtpServer(await loop.create_server(factory, sock=sock, start_serving=start_serving), drain)
-            for sock in socks]
+    return [SmtpServer(await loop.create_server(factory, sock=sock, start_serving=start_serving), drain, sock,
+                       hostname) for sock in socks]

@@ -10,8 +10,9 @@ instead of the protocol, the DATA and the raw bytes' trip to a worker, all of wh
 the GIL the writer thread needs.
 
 The worker still answers the daemon's parse requests (IMAP) on its request socket, and three
-more: start accepting (the daemon is ready), the mailboxes after a reload, and a stop (no new
-sessions; a DATA arriving may end and is answered, smtp.Drain; the mail in flight finished).
+more: start accepting (the daemon is ready), the mailboxes after a reload, and a stop (a new
+session hears 421; a DATA arriving may end and is answered, smtp.Drain; the mail in flight
+finished; then the connections not yet accepted hear 421 and the worker stops accepting).
 """
 
 from __future__ import annotations
@@ -115,10 +116,12 @@ async def _serve(requests: socket.socket, handover: socket.socket, raw_root: str
             elif kind == _STOP:  # no new session or mail; what arrives in time is answered (smtp.Drain)
                 timeout = float(payload.decode())
                 for s in servers:
-                    s.close()
+                    s.close()  # a connection made from now on hears 421 4.3.2
                 if servers:
                     await servers[0].drain.finish(timeout)
                 await sessions.finish(timeout)
+                for s in servers:  # those still waiting to be accepted hear 421 too; then no more
+                    await s.wait_closed()
                 body = _pickled(True, None)
             else:
                 body = answer_request(kind, payload, raw_root, attachment_root, max_parts)

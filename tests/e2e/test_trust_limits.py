@@ -171,7 +171,7 @@ def test_a_fourth_session_from_one_address_is_refused_and_the_first_three_still_
         sessions = [stack.enter_context(smtplib.SMTP("127.0.0.1", desk.smtp_port, timeout=10)) for _ in range(3)]
         fourth, line = greeting(port=desk.smtp_port)
         stack.callback(fourth.close)
-        assert line == b"421 4.7.0 Too many connections from your address\r\n"
+        assert line == b"421 4.7.0 support.example.com Too many connections from your address\r\n"
         assert closed(fourth)
         other, line = greeting("127.0.0.2", desk.smtp_port)  # another address has its own allowance
         stack.callback(other.close)
@@ -197,7 +197,7 @@ def test_sessions_past_the_total_cap_are_refused_whoever_opens_them(desk: Daemon
             opened.append(sock)
         seventh, line = greeting("127.0.0.99", desk.smtp_port)
         stack.callback(seventh.close)
-        assert line == b"421 4.7.0 Too many connections\r\n"
+        assert line == b"421 4.7.0 support.example.com Too many connections\r\n"
         assert closed(seventh)
         opened[0].sendall(b"QUIT\r\n")
         assert read_line(opened[0]).startswith(b"221")
@@ -216,7 +216,7 @@ def test_an_idle_session_is_closed_and_a_talking_one_is_not(desk: Daemon) -> Non
             talking.sendall(b"NOOP\r\n")
             assert read_line(talking).startswith(b"250")
             time.sleep(0.5)
-        assert read_line(idle) == b"421 4.4.2 Idle too long, closing connection\r\n"
+        assert read_line(idle) == b"421 4.4.2 support.example.com Idle too long, closing connection\r\n"
         assert closed(idle)
         talking.sendall(b"NOOP\r\n")
         assert read_line(talking).startswith(b"250")
