@@ -8,6 +8,7 @@ of maild, so that `ingest`, `store` and `notify` can all use it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 
@@ -89,9 +90,15 @@ def idna_domain(domain: str) -> str | None:
 
 
 def normalize_address(address: str) -> str:
-    """An address as maild keeps it: lowercased, and NFC, so that the same internationalized
-    address typed by two clients is one contact."""
+    """An address as maild keeps it: lowercased, NFC, an IDNA domain in its Unicode form, so
+    that one mailbox is one contact whether a client or an MTA (Postfix does) wrote the domain
+    as `příklad.example` or `xn--pklad-zsa96e.example`. Mail to it goes out in the form the
+    relay needs (notify.transport)."""
     address = address.lower()
+    if "xn--" in address:
+        local, at, domain = address.rpartition("@")
+        with contextlib.suppress(idna.IDNAError, UnicodeError, ValueError):  # not valid IDNA: kept as written
+            address = f"{local}{at}{idna.decode(domain)}"
     return address if address.isascii() else unicodedata.normalize("NFC", address)
 
 

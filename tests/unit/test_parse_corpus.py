@@ -195,6 +195,42 @@ EXPECTED: dict[str, Expected] = {
         content_type="text/plain", has_html=False, envelope="jiří@příklad.example",
         message_id="A7D2E9F1-3B4C-4E5A-9C8D-1F2E3D4C5B6A@příklad.example",
     ),
+    # The real-Postfix suite's mails (tests/e2e/test_postfix_mta.py), read here without the MTA
+    "postfix_plain_thunderbird.eml": Expected(
+        sender="petra.mala@firma.test", name="Petra Malá", subject="Cannot download the November invoice",
+        phrases=('returns "404 Not Found". Could you send the PDF by mail, please?',),
+        content_type="text/plain", has_html=False, message_id="3b6f0c2e-postfix-plain-7d41@firma.test",
+    ),
+    "postfix_html_only_outlook.eml": Expected(
+        sender="martin.horak@stavby.test", name="Martin Horak", subject="Order 5521 arrived damaged",
+        phrases=("order 5521 arrived today with a cracked lid on two of the three boxes.", "Martin Horák"),
+        absent=("<p", "MsoNormal"), content_type="text/html",
+    ),
+    "postfix_long_line.eml": Expected(
+        sender="ops@exports.test", name="Export Tool Admin", subject="Import rejects our order export",
+        phrases=("order-0000;paid;shipped;CZK;1240.00 order-0001;paid;shipped;CZK;1240.00",),
+        content_type="text/plain", has_html=False,
+    ),
+    "utf8_headers_czech.eml": Expected(
+        sender="zdenek.novak@firma.test", name="Zdeněk Novák",
+        subject="Příliš žluťoučký kůň úpěl ďábelské ódy — faktura č. 2026/118 má špatnou částku",
+        phrases=("místo 12 400 Kč je tam 124 000 Kč.",), content_type="text/plain", has_html=False,
+    ),
+    "utf8_headers_german.eml": Expected(
+        sender="juergen.groessmann@kunde.test", name="Jürgen Größmann",
+        subject="Rückfrage zur Lieferung: Größe der Türdichtung passt nicht (Bestellnr. 4711)",
+        phrases=("die gelieferte Türdichtung ist zu groß.",), content_type="text/plain", has_html=False,
+    ),
+    "utf8_headers_russian.eml": Expected(
+        sender="a.smirnov@pochta.test", name="Алексей Смирнов",
+        subject="Не работает вход в личный кабинет после обновления пароля",
+        phrases=("пишет «неверный логин».",), content_type="text/plain", has_html=False,
+    ),
+    "utf8_sender_address.eml": Expected(
+        sender="jiří@příklad.example", name="Jiří Dvořák", subject="Dotaz k objednávce 7730",
+        phrases=("Na webu je stále „zpracovává se“.",), content_type="text/plain", has_html=False,
+        envelope="jiří@příklad.example", message_id="7f2e61d4-utf8-sender-c03a@xn--pklad-zsa96e.example",
+    ),
     # Legacy: unencoded 8-bit headers in the body's charset (no RFC 2047), not UTF-8
     "legacy-8bit-koi8r-header-outlook-express.eml": Expected(
         sender="ivan.petrov@zavod.test", name="Петров Иван", subject="Не работает выгрузка отчётов",
