@@ -24,6 +24,7 @@ import mailparser
 from maild.headers import clean_name, clean_subject, is_mail_address, normalize_address
 from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
 from maild.ingest.sanitize import sanitize_html
+from maild.rules.bounce_detect import BounceScan, could_be_bounce, scan_safely
 from maild.store.blobs import BlobStore
 from maild.threading.reply import ExtractedReply, extract_reply
 
@@ -74,6 +75,13 @@ class InboundMessage:
     # data, so that a parsed mail crosses to another process cheaply.
     dsn_failed_recipients: list[str] = field(default_factory=list)
     returned_message_ids: list[str] = field(default_factory=list)
+    # What the bounce detectors (rules.bounce_detect: flufl.bounce and maild's own) read, only
+    # for mails that could be bounces: failed for good, only delayed, and which detector said so
+    # ("" when none read a bounce). Addresses normalized (headers.normalize_address).
+    bounce_permanent: list[str] = field(default_factory=list)
+    bounce_temporary: list[str] = field(default_factory=list)
+    bounce_detector: str = ""
+    bounce_diagnostics: dict[str, str] = field(default_factory=dict)  # address -> status / diagnostic
     size: int = 0
     raw_path: str | None = None  # set when the raw bytes are in the raw store already, not in `raw`
     # Pure functions of the body, worked out with the parse (in a parse worker, off the writer):
@@ -215,6 +223,15 @@ def _returned_message_ids(parts: list[EmailMessage]) -> list[str]:
     return ids
 
 
+_INLINE_MESSAGE_ID_RE = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
+
+
+def _inline_returned_ids(text: str) -> list[str]:
+    """Message-IDs of a mail returned inline, below a non-MIME bounce's notice (qmail, Exim,
+    Yahoo: "--- Below this line is a copy of the message.")."""
+    return [i for m in _INLINE_MESSAGE_ID_RE.finditer(text) for i in message_ids(m.group(1))]
+
+
 def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None, max_parts: int | None = None,
                   *, omitted: int = 0) -> InboundMessage:
     """Reads a mail; raises ParseError with a reason a person can act on. `stored`: the
@@ -296,11 +313,15 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
 
     mid = message_ids(first("Message-ID"))
     parts = list(msg.walk())
+    sender = senders[0] if senders else None
+    bounce = BounceScan()
+    if could_be_bounce(msg, subject, sender.address if sender else "", sender.name if sender else ""):
+        bounce = scan_safely(msg)
     return InboundMessage(
         raw=raw,
         sha256=hashlib.sha256(raw).hexdigest(),
         message_id=mid[0] if mid else None,
-        sender=senders[0] if senders else None,
+        sender=sender,
         reply_to=_addresses(raw_values("Reply-To")),
         to=_addresses(raw_values("To")),
         cc=_addresses(raw_values("Cc")),
@@ -315,7 +336,12 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         report_type=(msg.get_param("report-type") or None) if msg.get_content_type() == "multipart/report"
         else None,
         dsn_failed_recipients=_dsn_failed_recipients(parts),
-        returned_message_ids=_returned_message_ids(parts),
+        returned_message_ids=list(dict.fromkeys(_returned_message_ids(parts) + (
+            _inline_returned_ids(text) if bounce.detector else []))),
+        bounce_permanent=bounce.permanent,
+        bounce_temporary=bounce.temporary,
+        bounce_detector=bounce.detector,
+        bounce_diagnostics=bounce.diagnostics,
         size=len(raw),
         reply=extract_reply(text, html_body),
         safe_html=sanitize_html(html_body) if html_body else None,

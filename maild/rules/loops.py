@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass, field
 
 from maild.ingest.parse import InboundMessage
+from maild.rules.auto_reply_detect import auto_reply_reason
+from maild.rules.bounce_detect import BOUNCE_SUBJECT_RE, HUMAN_PREFIX_RE, is_robot_sender
 
 ROBOT_LOCALPART_RE = re.compile(
     r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|noreply-.*|bounces?([+-].*)?)$", re.I
-)
-BOUNCE_SUBJECT_RE = re.compile(
-    r"(undeliver|delivery status notification|delivery failure|returned mail|mail delivery failed|"
-    r"failure notice|nicht zustellbar|недоставлен|nedoručitel)",
-    re.I,
 )
 
 
@@ -35,45 +32,48 @@ class Classification:
         return self.kind == "normal" and not self.no_auto_reason
 
 
-def _bounced_addresses(msg: InboundMessage) -> list[str]:
-    found = list(msg.dsn_failed_recipients)
-    if not found:  # a non-standard bounce: look for the usual "<addr>: ..." line
-        for m in re.finditer(r"<([^<>\s@]+@[^<>\s@]+)>[:\s]", msg.text or ""):
-            addr = m.group(1).lower()
-            if addr not in found:
-                found.append(addr)
-    return found
+def _bounce(msg: InboundMessage, reason: str) -> Classification:
+    """A bounce with what the detectors read (parse worker) or, failing them, the DSN's failed blocks."""
+    permanent = list(msg.bounce_permanent)
+    temporary = list(msg.bounce_temporary)
+    if not permanent and not temporary:
+        permanent = [a for a in msg.dsn_failed_recipients if a]
+    return Classification("bounce", reason, permanent, temporary)
 
 
 def classify(msg: InboundMessage, envelope_sender: str | None, own_addresses: set[str],
              hostname: str) -> Classification:
-    """Decides from headers only; `envelope_sender` is None when unknown (not the empty path)."""
+    """Decides from headers and what the parse worker read; `envelope_sender` is None when
+    unknown (not the empty path). A bounce is a bounce when a detector read one (only mails
+    that could be bounces are scanned: rules.bounce_detect.could_be_bounce) or the report
+    says so (multipart/report; delivery-status, or a mail system's notice subject)."""
     sender = msg.sender.address if msg.sender else ""
+    sender_name = msg.sender.name if msg.sender else ""
     local = sender.partition("@")[0]
-    auto_submitted = (msg.header("Auto-Submitted") or "").strip().lower()
     precedence = (msg.header("Precedence") or "").strip().lower()
 
+    if msg.bounce_detector:
+        return _bounce(msg, msg.bounce_detector)
     if msg.content_type == "multipart/report" and (msg.report_type or "").lower() == "delivery-status":
-        return Classification("bounce", "multipart/report delivery-status", _bounced_addresses(msg))
-    if (local.lower() in ("mailer-daemon", "postmaster") or envelope_sender == "") and \
-            BOUNCE_SUBJECT_RE.search(msg.subject):
-        return Classification("bounce", f"bounce from {sender or 'the empty return path'}",
-                              _bounced_addresses(msg))
+        return _bounce(msg, "multipart/report delivery-status")
+    if (is_robot_sender(sender, sender_name) or envelope_sender == "") and \
+            BOUNCE_SUBJECT_RE.search(msg.subject) and not HUMAN_PREFIX_RE.match(msg.subject):
+        return _bounce(msg, f"bounce subject from {sender or 'the empty return path'}")
     loop_header = (msg.header("X-Loop") or "").lower()
     if sender in own_addresses or (loop_header and hostname.lower() in loop_header):
         return Classification("loop", f"sent by maild itself ({sender or loop_header})")
-    if auto_submitted and auto_submitted != "no":
-        return Classification("auto_reply", f"Auto-Submitted: {auto_submitted}")
-    if msg.header("X-Autoreply") or msg.header("X-Autorespond") or precedence == "auto_reply":
-        return Classification("auto_reply", "auto-reply header")
+    auto_reason = auto_reply_reason(msg.header, msg.subject, msg.text)
+    if auto_reason:
+        return Classification("auto_reply", auto_reason)
     if msg.header("List-Id") or msg.header("List-Unsubscribe") or precedence in ("bulk", "junk", "list"):
         return Classification("list", "List-Id" if msg.header("List-Id") else
                               (f"Precedence: {precedence}" if precedence else "List-Unsubscribe"))
     if msg.header("X-Auto-Response-Suppress"):
         return Classification("normal", no_auto_reason="X-Auto-Response-Suppress")
+    if msg.header("X-MS-Exchange-Inbox-Rules-Loop"):
+        return Classification("normal", no_auto_reason="X-MS-Exchange-Inbox-Rules-Loop (sent by an inbox rule)")
     if envelope_sender == "":
         return Classification("normal", no_auto_reason="empty return path")
     if ROBOT_LOCALPART_RE.match(local):
         return Classification("normal", no_auto_reason=f"robot sender {sender}")
     return Classification("normal")
-
