@@ -1,0 +1,92 @@
+"""Auto-replies of real clients and servers (tests/eml/auto-replies/): recognized by header
+(RFC 3834 Auto-Submitted, X-Autoreply, Precedence: auto_reply, Exchange's inbox-rule marks) or by
+a localized out-of-office subject or first line; mails people write about auto-replies stay
+normal (issue 21 §3). Each fixture has a sidecar .json with its kind. Rates are printed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from maild.ingest.parse import parse_message
+from maild.rules.auto_reply_detect import subject_reason
+from maild.rules.loops import classify
+
+CORPUS = Path(__file__).resolve().parent.parent / "eml" / "auto-replies"
+FIXTURES = sorted(p.stem for p in CORPUS.glob("*.eml"))
+OWN = {"support@example.com"}
+HOSTNAME = "support.example.com"
+EOLS = pytest.mark.parametrize("eol", ["\r\n", "\n"], ids=["crlf", "lf"])
+
+
+def load(name: str, eol: str = "\r\n") -> bytes:
+    raw = (CORPUS / f"{name}.eml").read_bytes().replace(b"\r\n", b"\n")
+    return raw.replace(b"\n", eol.encode("ascii"))
+
+
+def expected(name: str) -> dict:
+    return json.loads((CORPUS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+class _RateReport:
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_line(self.line)
+
+
+def test_corpus_size() -> None:
+    assert len([n for n in FIXTURES if expected(n)["kind"] == "auto_reply"]) >= 20
+    assert len([n for n in FIXTURES if expected(n)["kind"] == "normal"]) >= 5
+
+
+@EOLS
+@pytest.mark.parametrize("name", FIXTURES)
+def test_auto_reply(name: str, eol: str) -> None:
+    exp = expected(name)
+    msg = parse_message(load(name, eol))
+    assert msg.sender is not None
+    for envelope in (msg.sender.address, None):
+        result = classify(msg, envelope, own_addresses=OWN, hostname=HOSTNAME)
+        assert result.kind == exp["kind"], result.reason
+        assert not result.bounced_addresses and not result.delayed_addresses
+    if exp["kind"] == "auto_reply":
+        assert result.reason and not result.automatic_reply_allowed
+
+
+def test_corpus_rate(request: pytest.FixtureRequest) -> None:
+    autos = [n for n in FIXTURES if expected(n)["kind"] == "auto_reply"]
+    normals = [n for n in FIXTURES if expected(n)["kind"] == "normal"]
+    kinds = {n: classify(parse_message(load(n)), None, OWN, HOSTNAME).kind for n in FIXTURES}
+    hit = sum(kinds[n] == "auto_reply" for n in autos)
+    false = sum(kinds[n] != "normal" for n in normals)
+    line = (f"auto-reply corpus: {hit}/{len(autos)} recognized ({100 * hit / len(autos):.1f} %), "
+            f"{false}/{len(normals)} ordinary mails misread")
+    request.config.pluginmanager.register(_RateReport(line), "auto-reply-corpus-rate")
+    print(line)
+    assert hit == len(autos) and false == 0, line
+
+
+@pytest.mark.parametrize(("subject", "auto"), [
+    ("Automatic reply: [#7] Printer on fire", True),
+    ("Out of Office AutoReply: Invoice", True),
+    ("[Auto-Reply] Your request", True),
+    ("Out of Office", True),
+    ("Réponse automatique : Votre demande", True),
+    ("自动回复：您好", True),
+    ("Afwezig: uw vraag", True),
+    ("Re: your automatic reply did not help", False),
+    ("AW: Automatische Antwort: Rückfrage", False),
+    ("Automatic reply did not arrive", False),
+    ("Out of office hours support?", False),
+    ("Afwezig", False),
+    ("Auto: Kaufvertrag fehlt", False),
+    ("Absence of invoices in the portal", False),
+])
+def test_subject_rule_is_anchored(subject: str, auto: bool) -> None:
+    """The tag must open the subject and end in a colon, a bracket, a dash or the end."""
+    assert bool(subject_reason(subject)) is auto
