@@ -313,6 +313,20 @@ NO_QUOTE_CASES = [
         "> My printer is on fire.\n",
     ),
     (
+        "tagline-words-in-prose",
+        "Hi,\n\nSent via DHL this morning.\n\nThe tracking number is 1Z999AA10123456784.\n\nJane",
+    ),
+    (
+        "date-address-and-colon-in-prose",
+        "Hi,\n\nplease send the report to jane@acme.test by 20.11.2026:\n\n1. printer log\n"
+        "2. photo of the display\n\nJane",
+    ),
+    (
+        "memo-lines-without-sender",
+        "Hi,\n\nour notice says:\n\nPrinter: HP LaserJet 4000\nRoom: 3.12\nError: 49.4C02\n\n"
+        "What now?",
+    ),
+    (
         "double-dash-before-long-text-is-not-a-signature",
         "Steps:\n--\n"
         + "".join(f"step {n}: check the paper tray number {n} and close it again\n" for n in range(8)),
@@ -482,3 +496,40 @@ def test_whitespace_text_falls_back_to_html() -> None:
 def test_empty_message() -> None:
     assert extract_reply("") == ExtractedReply(text="", quoted="", signature="")
     assert extract_reply("", None) == ExtractedReply(text="", quoted="", signature="")
+
+
+def test_html_only_reply_as_parse_hands_it_over() -> None:
+    """parse.py fills `text` of an HTML-only mail with html_to_text: the HTML still decides."""
+    from maild.ingest.parse import html_to_text
+
+    html = (
+        '<div>Добрый день,</div><div>&nbsp;</div><div>всё работает.</div><div>&nbsp;</div>'
+        '<div>17.11.2021, 15:32, "Support" &lt;support@example.com&gt;:</div>'
+        "<blockquote><div>Перезапустите службу печати.</div></blockquote>"
+    )
+    r = extract_reply(html_to_text(html), html)
+    assert r.text == "Добрый день,\n\nвсё работает."
+    assert "Перезапустите службу печати." in r.quoted
+    assert "\ue000" not in r.quoted + r.text + r.signature
+
+
+def test_tagline_under_double_dash_then_history() -> None:
+    body = (
+        "Получил, спасибо.\n\n--\nОтправлено из мобильной Почты Mail.ru\n\n\n"
+        "Среда, 17 ноября 2021, 15:32 +03:00 от Support <support@example.com>:\n>Посылка отправлена.\n"
+    )
+    r = extract_reply(body)
+    assert r.text == "Получил, спасибо."
+    assert r.signature == "--\nОтправлено из мобильной Почты Mail.ru"
+    assert "Посылка отправлена." in r.quoted
+
+
+def test_tagline_with_unquoted_history_below() -> None:
+    body = (
+        "Confirmed.\n\nSent from my Galaxy\n\n-------- Original message --------\n"
+        "From: Support <support@example.com> \nDate: 20/11/2026 10:00 (GMT+01:00) \n"
+        "To: Jane <jane@acme.test> \nSubject: Visit \n\nCan we come on Monday?\n"
+    )
+    r = extract_reply(body)
+    assert (r.text, r.signature) == ("Confirmed.", "Sent from my Galaxy")
+    assert "Can we come on Monday?" in r.quoted
