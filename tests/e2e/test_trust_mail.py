@@ -216,6 +216,25 @@ def test_a_bounce_returning_our_message_id_is_believed_for_that_recipient(desk: 
     assert contact_state(desk, "bob.customer@acme.test") == "active"
 
 
+def test_a_delayed_bounce_is_noted_and_marks_no_one(desk: Daemon, sink: Sink) -> None:
+    """A DSN with Action: delayed (or a 4.x.x status) of mail maild sent: noted on the case,
+    nobody marked bouncing (issue 21 §2)."""
+    n, ack = open_case(desk, sink)
+    raw = dsn("none@elsewhere.test", "jane@acme.test")
+    raw = raw.replace(b"Action: failed\r\nStatus: 5.1.1", b"Action: delayed\r\nStatus: 4.4.1")
+    raw = raw.replace(b"Subject: Undelivered Mail Returned to Sender", b"Subject: Delayed Mail (still being retried)")
+    assert b"Action: delayed" in raw
+    desk.send(raw, "", [ack.mail_from])
+    deadline = time.monotonic() + 10
+    notes: list = []
+    while time.monotonic() < deadline and not notes:
+        notes = [p for p in desk.case(n)["posts"] if p["visibility"] == "internal"]
+        time.sleep(0.2)
+    assert len(notes) == 1 and notes[0]["body"].startswith("Delivery to jane@acme.test is delayed: ")
+    assert "User unknown" in notes[0]["body"]  # the DSN's own diagnostic
+    assert contact_state(desk, "jane@acme.test") == "active"
+
+
 # --- Message-ID preemption (SPEC §4) ----------------------------------------------------------------
 
 def test_a_stolen_message_id_does_not_swallow_the_real_mail(desk: Daemon, sink: Sink) -> None:
