@@ -193,10 +193,10 @@ def refuse_waiting(sock: socket.socket, hostname: str) -> int:
     socket about to close: closing it would reset them, and a sender told nothing of why.
     Returns how many there were."""
     reply = (SHUTTING_DOWN.format(host=hostname) + "\r\n").encode()
-    sock.setblocking(False)  # it is already, for asyncio; accept() must never wait here
     count = 0
     while True:
         try:
+            sock.setblocking(False)  # it is already, for asyncio; accept() must never wait here
             conn, _ = sock.accept()
         except OSError:  # none left (BlockingIOError), or the socket is closed or never listened
             break

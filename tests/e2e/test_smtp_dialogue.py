@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from maild.ingest.smtp import refuse_waiting
 from tests.e2e.test_trust_limits import closed, message_raw, plain, start_desk
 from tests.support.daemon import Daemon
 from tests.support.sink import Sink
@@ -210,3 +211,24 @@ def test_sigterm_answers_421_to_sessions_and_to_connections_waiting_for_their_gr
     assert message_raw(desk, "arriving.at.the.stop@acme.test") == raw
     assert [case["subject"] for case in desk.cases()] == ["arriving at the stop"]
     assert "Traceback" not in desk.log()
+
+
+def test_connections_still_in_the_listen_queue_at_the_end_hear_421_not_a_reset() -> None:
+    """What a stop does last before the listening socket closes: the kernel has completed
+    these connections, but nobody accepted them; closing would reset them."""
+    listening = socket.create_server(("127.0.0.1", 0), backlog=16)
+    listening.setblocking(False)
+    port = listening.getsockname()[1]
+    waiting = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        time.sleep(0.2)  # the handshakes are complete: they wait in the queue
+        assert refuse_waiting(listening, HOST) == 3
+        listening.close()
+        for sock in waiting:
+            assert sock.makefile("rb").readline() == SHUTTING_DOWN + b"Service shutting down, try again later\r\n"
+            assert closed(sock)
+    finally:
+        listening.close()
+        for sock in waiting:
+            sock.close()
+    assert refuse_waiting(listening, HOST) == 0  # closed: nothing to answer, no error
