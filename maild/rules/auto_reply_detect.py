@@ -1,11 +1,13 @@
 """Is this mail an auto-reply (out of office, vacation, "we received your mail")? By header
 first (RFC 3834 and the vendors' own), then by a localized out-of-office subject or first line.
 
-The phrases are data: add a language as a line. Subject rules are anchored: the phrase must
-open the subject (an auto-responder puts its tag in front of the subject it answers) and be
-followed by ":", a dash, a bracket or nothing — so "Re: your automatic reply did not help" and
-"Automatic reply did not work for me" stay ordinary mail. No Re:/AW:/SV: prefix is allowed in
-front: a person answering an out-of-office notice is a person.
+The phrases are data: add a language as a line. Subject rules are anchored: the tag must open
+the subject (an auto-responder puts it in front of the subject it answers) and end in a colon
+or be bracketed (or be the whole subject), and the mail must answer one (In-Reply-To or
+References, or the rest echoes a case tag "[#n]" or "Re:"). So "Re: your automatic reply did not
+help", "Automatic reply did not work for me", "Out of office - how do I set it up?" and a new
+"Absence: sick note for Monday" stay ordinary mail. No Re:/AW:/SV: prefix is allowed in front: a
+person answering an out-of-office notice is a person.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ AUTO_REPLY_SUBJECT_WORDS = [
 ]
 # Not "Auto:" (RFC 5230's Sieve default; it comes with Auto-Submitted) nor "Urlaub:"/"Vacation:":
 # "Auto: Kaufvertrag" is a car dealer's customer.
-# Where an auto-responder's tag ends: a colon (also the full-width one), a dash, a bracket, the end.
-_TAIL = r"\s*(?:[:：\]\)\-–—|]|$)"
-SUBJECT_RE = re.compile(r"^\s*[\[(]?\s*(?P<tag>" + "|".join(
-    re.escape(p).replace(r"\ ", r"\s+") for p in sorted(AUTO_REPLY_SUBJECTS, key=len, reverse=True)) + ")" + _TAIL,
-    re.I)
-WORD_RE = re.compile(r"^\s*[\[(]?\s*(?P<tag>" + "|".join(re.escape(p) for p in AUTO_REPLY_SUBJECT_WORDS)
-                     + r")\s*[:：\]\)]\s*\S", re.I)
+_TAGS = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(AUTO_REPLY_SUBJECTS, key=len, reverse=True))
+_WORDS = "|".join(re.escape(t) for t in AUTO_REPLY_SUBJECT_WORDS)
+# "Tag: <the subject answered>", "[Tag] <…>", "(Tag) <…>", or the tag alone. Never "Tag - …" nor
+# "Tag word …": "Out of office - how do I set it up?" is a person's question.
+SUBJECT_RE = re.compile(r"^\s*(?:\[\s*(?P<b1>" + _TAGS + "|" + _WORDS + r")\s*\]|\(\s*(?P<b2>" + _TAGS + "|" + _WORDS
+                        + r")\s*\)|(?P<c>" + _TAGS + "|" + _WORDS + r")\s*[:：])\s*(?P<rest>.*)$"
+                        + r"|^\s*(?P<alone>" + _TAGS + r")\s*$", re.I | re.S)
+_ECHO_RE = re.compile(r"\[#\d+\]|^\s*(re|aw|sv|vs|antw|odp|ynt|r|rif|res|ha)\s*:", re.I)
+
 
 # First lines that say the mail is automatic, per language. Anchored at the line start.
 AUTO_REPLY_FIRST_LINES = [
@@ -85,13 +89,18 @@ REPLY_PREFIX_RE = re.compile(r"^\s*(re|aw|sv|vs|antw|odp|ynt|r|rif|res|ha|fw|fwd
                              re.I)
 
 
-def subject_reason(subject: str) -> str:
-    """ "out-of-office subject ("Abwesenheitsnotiz")" when the subject opens with an auto-reply tag."""
-    m = SUBJECT_RE.match(subject or "") or WORD_RE.match(subject or "")
+def subject_reason(subject: str, is_reply: bool) -> str:
+    """ "out-of-office subject ("Abwesenheitsnotiz")" when the subject opens with an auto-reply tag
+    and the mail answers one: `is_reply` (In-Reply-To or References), or the rest of the subject
+    echoes a case tag "[#n]" or a reply prefix. A person's "Absence: sick note for Monday" or
+    "Poissa: sairausloma" is a new mail and stays ordinary."""
+    m = SUBJECT_RE.match(subject or "")
     if not m:
         return ""
-    tag = " ".join(m.group("tag").split())
-    return f'out-of-office subject ("{tag}")'
+    tag = next(t for t in (m.group("b1"), m.group("b2"), m.group("c"), m.group("alone")) if t)
+    if not (is_reply or _ECHO_RE.search(m.group("rest") or "")):
+        return ""
+    return f'out-of-office subject ("{" ".join(tag.split())}")'
 
 
 def first_line_reason(text: str) -> str:
@@ -128,7 +137,7 @@ def auto_reply_reason(header: Callable[[str], str | None], subject: str, text: s
     # a person answering; X-Auto-Response-Suppress alone decides nothing
     if REPLY_PREFIX_RE.match(subject or ""):
         return ""
-    reason = subject_reason(subject)
+    reason = subject_reason(subject, header("In-Reply-To") is not None or header("References") is not None)
     if reason:
         suppress = header("X-Auto-Response-Suppress")
         return f"{reason}, X-Auto-Response-Suppress: {suppress.strip()}" if suppress else reason

@@ -71,22 +71,27 @@ def test_corpus_rate(request: pytest.FixtureRequest) -> None:
     assert hit == len(autos) and false == 0, line
 
 
-@pytest.mark.parametrize(("subject", "auto"), [
-    ("Automatic reply: [#7] Printer on fire", True),
-    ("Out of Office AutoReply: Invoice", True),
-    ("[Auto-Reply] Your request", True),
-    ("Out of Office", True),
-    ("Réponse automatique : Votre demande", True),
-    ("自动回复：您好", True),
-    ("Afwezig: uw vraag", True),
-    ("Re: your automatic reply did not help", False),
-    ("AW: Automatische Antwort: Rückfrage", False),
-    ("Automatic reply did not arrive", False),
-    ("Out of office hours support?", False),
-    ("Afwezig", False),
-    ("Auto: Kaufvertrag fehlt", False),
-    ("Absence of invoices in the portal", False),
+@pytest.mark.parametrize(("subject", "is_reply", "auto"), [
+    ("Automatic reply: [#7] Printer on fire", True, True),
+    ("Automatic reply: [#7] Printer on fire", False, True),  # echoes our case tag
+    ("Out of Office AutoReply: Invoice", True, True),
+    ("[Auto-Reply] Your request", True, True),
+    ("Out of Office", True, True),
+    ("Réponse automatique : Votre demande", True, True),
+    ("自动回复：您好", True, True),
+    ("Afwezig: Re: uw vraag", False, True),
+    ("Re: your automatic reply did not help", True, False),
+    ("AW: Automatische Antwort: Rückfrage", True, False),
+    ("Automatic reply did not arrive", True, False),
+    ("Out of office - how do I set it up for the shared inbox?", False, False),
+    ("Out of office: how do I set it up?", False, False),  # a new mail, no echo
+    ("Absence: sick note for Monday and Tuesday", False, False),
+    ("Poissa: sairausloma maanantaina", False, False),
+    ("Afwezig", True, False),
+    ("Auto: Kaufvertrag fehlt", True, False),
+    ("On vacation - please hold my parcel", False, False),
 ])
-def test_subject_rule_is_anchored(subject: str, auto: bool) -> None:
-    """The tag must open the subject and end in a colon, a bracket, a dash or the end."""
-    assert bool(subject_reason(subject)) is auto
+def test_subject_rule_is_anchored(subject: str, is_reply: bool, auto: bool) -> None:
+    """The tag opens the subject and ends in a colon or is bracketed (or is the whole subject),
+    and the mail answers one (In-Reply-To/References, or it echoes "[#n]" or "Re:")."""
+    assert bool(subject_reason(subject, is_reply)) is auto
