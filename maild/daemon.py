@@ -27,6 +27,7 @@ from maild.ingest.smtp import (
     bind_smtp_sockets,
     clear_spool,
     receiver_handler,
+    refuse_waiting,
     smtp_reply,
     start_smtp_servers,
 )
@@ -227,6 +228,7 @@ async def serve(config_path: str | None) -> None:
     if receiver.parser is not None:
         await receiver.parser.close()  # workers serving SMTP finish their mail first
     for sock in listening:
+        refuse_waiting(sock, cfg.server.hostname)  # queued since the workers stopped: 421, not a reset
         sock.close()
     await asyncio.to_thread(writer.stop)
     outbox.stop()  # the send in flight finishes (bounded by its timeout); claimed rows go back

@@ -35,6 +35,9 @@ _ATEXT_WORDS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*
 # type/subtype of RFC 6838's restricted names; multipart/* and message/* never travel as base64.
 _MIME_TYPE = re.compile(r"(?!multipart/|message/)[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 _MSG_ID = re.compile(r"[!-;=?-~]{1,250}")  # printable ASCII but < and >
+# RFC 6532 §3.2: in a mail that travels with SMTPUTF8 anyway, a Message-ID may hold UTF-8 too
+# (what a customer's SMTPUTF8 client wrote, so their reply threads on their side as well).
+_UTF8_MSG_ID = re.compile(r"(?:[!-;=?-~]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029\ud800-\udfff])+")
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 2231 attribute-char that urllib.parse.quote would escape
 _EW_BYTES = 42  # UTF-8 bytes in one encoded word: "=?utf-8?b?" + 56 + "?=" is 68 characters
 
@@ -183,8 +186,8 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
     Names and the subject may hold anything: they are cleaned and encoded. Addresses must be
     mail addresses (maild.headers.is_mail_address) and `message_id` plain (ValueError
     otherwise); an `in_reply_to` or reference that is not a plain Message-ID is left out, since
-    it came from someone else's mail. The header section is ASCII unless an address has a UTF-8
-    local part."""
+    it came from someone else's mail (a UTF-8 one is kept in a mail to a UTF-8 address only).
+    The header section is ASCII unless the To address has a UTF-8 local part."""
     headers = [
         _mailbox("From", mail_from, from_name),
         _mailbox("To", to, to_name),
@@ -193,9 +196,15 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
         f"Date: {format_datetime(now)}",
         f"Message-ID: {_msg_id('Message-ID', message_id)}",
     ]
-    if in_reply_to and _MSG_ID.fullmatch(in_reply_to):
+    utf8 = not headers[1].isascii()  # the To has a UTF-8 local part: the mail needs SMTPUTF8 anyway
+
+    def ok(msg_id: str) -> bool:
+        return _MSG_ID.fullmatch(msg_id) is not None or (
+            utf8 and len(msg_id.encode("utf-8")) <= 250 and _UTF8_MSG_ID.fullmatch(msg_id) is not None)
+
+    if in_reply_to and ok(in_reply_to):
         headers.append(f"In-Reply-To: <{in_reply_to}>")
-    references = [r for r in references if _MSG_ID.fullmatch(r)]
+    references = [r for r in references if ok(r)]
     if references:
         headers.append("References: " + "\r\n ".join(f"<{r}>" for r in references))
     if auto_submitted:

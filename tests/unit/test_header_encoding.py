@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from maild.headers import ascii_address, clean_filename, clean_name, clean_subject, is_mail_address, is_plain_address
+from maild.headers import ascii_address, clean_filename, clean_name, clean_subject, is_mail_address
 from maild.ingest.parse import parse_message
 from maild.notify.compose import compose_mail
 
@@ -236,7 +236,7 @@ def test_an_injecting_name_from_a_customer_mail_reaches_no_header(header: str) -
                        max_size=12).map("".join),
        subject=values)
 def test_parse_gives_only_plain_addresses_and_clean_names(header: str, subject: str) -> None:
-    """Whatever the From, To and Subject said, ingest hands on plain addresses, clean names
+    """Whatever the From, To and Subject said, ingest hands on addresses compose can write, clean names
     and a clean subject of at most 1,000 characters."""
     head = header.replace("\r", " ").replace("\n", " ")
     subject_line = subject.encode("utf-8", "surrogatepass").replace(b"\r", b" ").replace(b"\n", b" ")
@@ -248,6 +248,18 @@ def test_parse_gives_only_plain_addresses_and_clean_names(header: str, subject: 
         assert type(e).__name__ == "ParseError"
         return
     for a in [*([inbound.sender] if inbound.sender else []), *inbound.to]:
-        assert is_plain_address(a.address), a
+        assert is_mail_address(a.address), a  # plain or RFC 6531: what compose can write
         assert a.name == clean_name(a.name), a
     assert inbound.subject == clean_subject(inbound.subject) and len(inbound.subject) <= 1000
+
+
+def test_a_utf8_message_id_threads_only_mail_that_travels_with_smtputf8() -> None:
+    """The customer's SMTPUTF8 client wrote `<…@příklad.example>`: the answer to that customer
+    (a UTF-8 address, so SMTPUTF8 anyway) refers to it; a mail to an ASCII address stays ASCII."""
+    theirs = "A7D2E9F1@příklad.example"
+    to_utf8 = compose(to="jiří@příklad.example", in_reply_to=theirs, references=[theirs, "n2@maild.test"])
+    msg = parse(to_utf8)
+    assert str(msg["In-Reply-To"]) == f"<{theirs}>" and theirs in str(msg["References"])
+    to_ascii = compose(to="jiri@příklad.example", in_reply_to=theirs, references=[theirs, "n2@maild.test"])
+    assert to_ascii.isascii() and b"In-Reply-To" not in to_ascii and b"<n2@maild.test>" in to_ascii
+    assert b"In-Reply-To" not in compose(to="jiří@příklad.example", in_reply_to="bad id@x\u2028y")
