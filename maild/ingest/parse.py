@@ -287,6 +287,7 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
     text = _lines("\n".join(t for t in mp.text_plain if t)).strip("\n")
     html_parts = [_lines(h) for h in mp.text_html if h]
     html_body = "\n".join(html_parts) if html_parts else None
+    plain = text  # the reply's new text is cut from the HTML when there is no text part
     if not text and html_body:
         text = html_to_text(html_body)
 
@@ -343,7 +344,7 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
         bounce_detector=bounce.detector,
         bounce_diagnostics=bounce.diagnostics,
         size=len(raw),
-        reply=extract_reply(text, html_body),
+        reply=extract_reply(plain, html_body),
         safe_html=sanitize_html(html_body) if html_body else None,
         omitted_parts=omitted,
     )
