@@ -291,8 +291,8 @@ def test_no_acknowledgement_to_robots(desk: Desk) -> None:
         mail("noreply@acme.test", "Notification"),
         mail("jira@acme.test", "Issue", headers={"X-Auto-Response-Suppress": "All"}),
     ]
-    for raw in robots:
-        assert desk.ingest(raw).action == "created"
+    # an auto-reply answering no case opens none (issue 21 §3); the others are cases, unanswered
+    assert [desk.ingest(raw).action for raw in robots] == ["ignored", "created", "created", "created", "created"]
     assert desk.outbox() == []
     desk.ingest(mail("person@acme.test", "From the empty path"), mail_from="")
     assert desk.outbox() == []
