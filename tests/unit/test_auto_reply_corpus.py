@@ -14,6 +14,7 @@ import pytest
 from maild.ingest.parse import parse_message
 from maild.rules.auto_reply_detect import subject_reason
 from maild.rules.loops import classify
+from tests.support.rates import report_rate
 
 CORPUS = Path(__file__).resolve().parent.parent / "eml" / "auto-replies"
 FIXTURES = sorted(p.stem for p in CORPUS.glob("*.eml"))
@@ -30,13 +31,6 @@ def load(name: str, eol: str = "\r\n") -> bytes:
 def expected(name: str) -> dict:
     return json.loads((CORPUS / f"{name}.json").read_text(encoding="utf-8"))
 
-
-class _RateReport:
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        terminalreporter.write_line(self.line)
 
 
 def test_corpus_size() -> None:
@@ -66,7 +60,7 @@ def test_corpus_rate(request: pytest.FixtureRequest) -> None:
     false = sum(kinds[n] != "normal" for n in normals)
     line = (f"auto-reply corpus: {hit}/{len(autos)} recognized ({100 * hit / len(autos):.1f} %), "
             f"{false}/{len(normals)} ordinary mails misread")
-    request.config.pluginmanager.register(_RateReport(line), "auto-reply-corpus-rate")
+    report_rate(request, "auto-reply-corpus-rate", line)
     print(line)
     assert hit == len(autos) and false == 0, line
 

@@ -16,6 +16,7 @@ import pytest
 
 from maild.ingest.parse import ParseError, parse_message
 from maild.rules.loops import classify
+from tests.support.rates import report_rate
 
 EML = Path(__file__).resolve().parent.parent / "eml"
 CORPUS = EML / "bounces"
@@ -41,15 +42,6 @@ def envelope_for(exp: dict, sender: str) -> str:
     """A bounce comes with the empty return path; a person's mail with its own address."""
     return "" if exp["kind"] == "bounce" else sender
 
-
-class _RateReport:
-    """Writes the corpus rates into pytest's terminal summary, visible without -s."""
-
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        terminalreporter.write_line(self.line)
 
 
 def test_corpus_size() -> None:
@@ -96,7 +88,7 @@ def test_corpus_rates(request: pytest.FixtureRequest) -> None:
     n = len(bounces)
     line = (f"bounce corpus: {recognized}/{n} recognized ({100 * recognized / n:.1f} %), "
             f"addresses found {found}/{n} ({100 * found / n:.1f} %)")
-    request.config.pluginmanager.register(_RateReport(line), "bounce-corpus-rate")
+    report_rate(request, "bounce-corpus-rate", line)
     print(line)
     assert not misses, f"{line}; misses: {', '.join(misses)}"
 

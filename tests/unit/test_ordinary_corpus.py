@@ -19,6 +19,7 @@ import pytest
 from maild.ingest.parse import InboundMessage, parse_message
 from maild.rules.loops import classify
 from tests.support import ordinary_mail
+from tests.support.rates import report_rate
 
 ORDINARY = Path(__file__).resolve().parent.parent / "eml" / "ordinary"
 FILES = sorted(ORDINARY.glob("*.eml"))
@@ -47,7 +48,7 @@ def test_generated_mails_are_what_the_generator_writes() -> None:
         assert (ORDINARY / name).read_bytes() == text.encode("utf-8"), f"{name}: run python -m {ordinary_mail.__name__}"
 
 
-def test_every_ordinary_mail_classifies_normal(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_ordinary_mail_classifies_normal(request: pytest.FixtureRequest) -> None:
     """Over SMTP (the From's envelope) and over IMAP (no envelope): "normal" each time."""
     wrong: list[str] = []
     for path in FILES:
@@ -59,10 +60,8 @@ def test_every_ordinary_mail_classifies_normal(capsys: pytest.CaptureFixture[str
                 wrong.append(f"{path.name} (envelope {envelope}): {result.kind}: {result.reason}")
                 break
     rate = 1 - len(wrong) / len(FILES)
-    with capsys.disabled():
-        print(f"\nordinary mail kept normal: {len(FILES) - len(wrong)}/{len(FILES)} = {rate:.1%}")
-        for line in wrong:
-            print(f"  misclassified: {line}")
+    report_rate(request, "ordinary-corpus-rate", f"ordinary mail kept normal: {len(FILES) - len(wrong)}/{len(FILES)} "
+                f"({rate:.1%})" + "".join(f"\n  misclassified: {line}" for line in wrong))
     assert wrong == []
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from maild.ingest.parse import parse_message
 from maild.threading.reply import extract_reply
+from tests.support.rates import report_rate
 
 CORPUS = Path(__file__).resolve().parent.parent / "replies"
 FIXTURES = sorted(p.stem for p in CORPUS.glob("*.eml"))
@@ -52,15 +53,6 @@ def expected(name: str) -> str:
     return normalize((CORPUS / f"{name}.expected.txt").read_text(encoding="utf-8"))
 
 
-class _RateReport:
-    """Writes the corpus rate into pytest's terminal summary, visible without -s."""
-
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        terminalreporter.write_line(self.line)
-
 
 def test_corpus_size() -> None:
     assert len(FIXTURES) >= 120
@@ -77,7 +69,7 @@ def test_corpus_exact_rate(request: pytest.FixtureRequest) -> None:
     misses = [name for name in FIXTURES if new_text(name) != expected(name)]
     ok = len(FIXTURES) - len(misses)
     line = f"reply corpus: {ok}/{len(FIXTURES)} exact ({100 * ok / len(FIXTURES):.1f} %)"
-    request.config.pluginmanager.register(_RateReport(line), "reply-corpus-rate")
+    report_rate(request, "reply-corpus-rate", line)
     print(line)
     assert not misses, f"{line}; misses: {', '.join(misses)}"
 
