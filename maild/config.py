@@ -12,10 +12,13 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from maild.domain.errors import ConfigError as ConfigError
+from maild.domain.stages import DONE_STAGES
 from maild.headers import is_plain_address
 
 FREE_MAIL_DOMAINS = (
@@ -146,7 +149,7 @@ class NotifyConfig:
     watchers_or_team, assignee, managers (of the case's team), or an email address."""
 
     acknowledge: bool = True
-    customer_stages: list[str] = field(default_factory=lambda: ["resolved", "closed"])
+    customer_stages: list[str] = field(default_factory=lambda: list(DONE_STAGES))
     events: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -267,14 +270,6 @@ class Config:
         return self.path(self.server.data_dir)
 
 
-class ConfigError(Exception):
-    """Raised with every problem found; each is "file: key.path: reason"."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 # --- generic TOML -> dataclass validation ------------------------------------------------
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -381,7 +376,11 @@ def _check_imap(imap: ImapConfig, path: str, problems: list[str]) -> None:
         problems.append(f"{path}.poll_seconds: must be at least 1")
 
 
-def _check_references(cfg: Config, problems: list[str]) -> None:
+# A feature's check of its own config sections: one problem per line, "key.path: reason".
+FeatureChecks = Callable[["Config"], list[str]]
+
+
+def _check_references(cfg: Config, problems: list[str], checks: FeatureChecks | None = None) -> None:
     # Items that failed to build are None here; their problems are already listed.
     team_names = [t.name for t in cfg.teams if t is not None]
     agent_emails = [a.email.lower() for a in cfg.agents if a is not None]
@@ -430,32 +429,29 @@ def _check_references(cfg: Config, problems: list[str]) -> None:
     if "://" not in cfg.outbound.url or scheme not in ("smtp", "smtp+starttls", "smtps", "maildir"):
         problems.append(f"outbound.url: {cfg.outbound.url!r} must start with smtp://, smtp+starttls://, "
                         "smtps:// or maildir://")
-    from maild.crm.fields import check_field_configs
-    from maild.notify.audiences import check_notify_config
-    from maild.rules.routing import check_rules
-    from maild.rules.sla import check_sla_config
-
-    problems += check_notify_config(cfg)
-    problems += check_rules(cfg)
-    problems += check_field_configs(cfg)
-    problems += check_sla_config(cfg)
+    if checks is not None:  # the features' own checks (maild.config_checks), listed with the rest
+        problems += checks(cfg)
     db = cfg.database.url
     if not (db.startswith("sqlite:") or db.startswith("postgresql")):
         problems.append(f"database.url: {db!r} must be a sqlite:/// or postgresql+psycopg:// URL")
 
 
-def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
+def parse_config(data: dict[str, Any], source: str, base_dir: Path, checks: FeatureChecks | None = None) -> Config:
+    """The config of a parsed TOML document. `checks`: the features' checks of their sections
+    (maild.config_checks.check_features), run after the schema's and reported with them."""
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
     if cfg is not None:
-        _check_references(cfg, problems)
+        _check_references(cfg, problems, checks)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return dataclasses.replace(cfg, base_dir=base_dir, source=source)
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Loads and validates a config file; None means the embedded defaults (paths from cwd)."""
+def load_config(path: str | os.PathLike[str] | None, checks: FeatureChecks | None = None) -> Config:
+    """Loads and validates a config file; None means the embedded defaults (paths from cwd).
+    Only the schema and its cross-references are checked unless `checks` is given: the CLI and
+    the daemon load through maild.config_checks.load_checked_config, which adds the features'."""
     if path is None:
         return Config()
     p = Path(path)
@@ -469,7 +465,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError([f"{p}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{p}: TOML syntax error: {e}"]) from None
-    return parse_config(data, str(p), p.resolve().parent)
+    return parse_config(data, str(p), p.resolve().parent, checks)
 
 
 DATABASE_SECTION_RE = re.compile(r"^\[database\][^\n]*\n(.*?)(?=^\s*\[|\Z)", re.M | re.S)

@@ -29,11 +29,11 @@ from html import escape
 from typing import Any
 
 from maild.config import Config
+from maild.domain.stages import DONE_STAGES as DONE_STAGES
 from maild.rules.calendar import ALWAYS, BusinessCalendar, calendars_by_name
 from maild.spreadsheet import safe_cell
 
 CLOCKS = ("first_response", "resolution")
-DONE_STAGES = ("resolved", "closed")  # as maild.store.sla_state: where the resolution clock stops
 MET, BREACHED = "met", "breached"
 NO_QUEUE, NO_ORGANIZATION, NO_CONTRACT, ALL = "(no queue)", "(no organization)", "(no contract)", "(all)"
 CSV_COLUMNS = ("section", "name", "opened", "closed", "count", "median_hours", "p90_hours",

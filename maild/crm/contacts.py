@@ -221,6 +221,20 @@ def filter_from(values: dict[str, Any], where: str = "") -> ContactFilter:
     return flt
 
 
+def check_segment_configs(cfg: Config) -> list[str]:
+    """The saved segments' filters ([[segments]]), as `maild check-config` reports them
+    (composed by maild.config_checks)."""
+    problems = []
+    for i, segment in enumerate(cfg.segments):
+        if segment is None:
+            continue
+        try:
+            filter_from(dict(segment.filters), f"segments[{i}] ({segment.name!r}).filters: ")
+        except CrmError as e:
+            problems.append(str(e))
+    return problems
+
+
 def segment_filter(cfg: Config, name: str) -> ContactFilter:
     segment = next((s for s in cfg.segments if s is not None and s.name.casefold() == name.casefold()), None)
     if segment is None:

@@ -20,8 +20,8 @@ class FieldValueError(ValueError):
 
 
 def check_field_configs(cfg: Config) -> list[str]:
-    """Custom field declarations, and the saved segments that filter on them."""
-    problems = _check_segments(cfg) if cfg.segments else []
+    """Custom field declarations (the saved segments that filter on them: crm.contacts.check_segment_configs)."""
+    problems: list[str] = []
     for section, fields in (("contact_fields", cfg.contact_fields), ("org_fields", cfg.org_fields)):
         seen: set[str] = set()
         for i, f in enumerate(fields):
@@ -39,22 +39,6 @@ def check_field_configs(cfg: Config) -> list[str]:
                 problems.append(f"{path}.choices: a choice field needs its choices")
             if f.type != "choice" and f.choices:
                 problems.append(f"{path}.choices: only a choice field has choices (this one is {f.type})")
-    return problems
-
-
-def _check_segments(cfg: Config) -> list[str]:
-    """Apart, so that the CRM is imported only for a config with segments: every CLI call
-    checks the config."""
-    from maild.crm.contacts import CrmError, filter_from
-
-    problems = []
-    for i, segment in enumerate(cfg.segments):
-        if segment is None:
-            continue
-        try:
-            filter_from(dict(segment.filters), f"segments[{i}] ({segment.name!r}).filters: ")
-        except CrmError as e:
-            problems.append(str(e))
     return problems
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from maild.config import Config, OrganizationsConfig
 from maild.crm.fields import FieldValueError, field_spec, parse_field_value
-from maild.rules.commands import OPEN_STAGES
+from maild.domain.stages import OPEN_STAGES
 from maild.store.models import Case, Contact, Organization, OrganizationDomain
 
 DOMAIN_RE = re.compile(r"^(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_][\w-]{0,62}$")

@@ -1,11 +1,15 @@
-"""What goes into the pipeline besides the mail (its envelope) and what comes out of it."""
+"""What goes into the pipeline besides the mail: its envelope. (What comes out, `Outcome` and
+`Quarantined`, is vocabulary: maild.domain.outcome; re-exported here while callers move.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from maild.config import MailboxConfig
-from maild.ingest.parse import InboundMessage, message_ids
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Outcome as Outcome
+from maild.domain.outcome import Quarantined as Quarantined
+from maild.ingest.parse import message_ids
 
 ORIGINAL_RECIPIENT_HEADERS = ("delivered-to", "x-original-to")
 
@@ -33,36 +37,3 @@ class Delivery:
     recipients: list[str]
     envelope_sender: str | None  # "" is the empty return path; None: not known (IMAP)
     via: str = "smtp"
-
-
-@dataclass
-class Outcome:
-    """What the pipeline did with one mail: logged, shown by `maild inspect`."""
-
-    action: str  # created | threaded | noted | duplicate | bounce | refused | ignored | held | quarantined
-    case_number: int | None
-    matched_by: str  # token | references | subject | new | duplicate | none | held | release | verp
-    classification: str
-    visibility: str | None = None
-    acknowledgement: str | None = None  # who was acknowledged, or why not
-    events: list[str] = field(default_factory=list)
-    is_agent: bool = False
-    agent_reason: str = ""
-    reply_text: str = ""
-    commands: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    notified: list[str] = field(default_factory=list)
-    bounced_addresses: list[str] = field(default_factory=list)  # failed for good (permanent)
-    delayed_addresses: list[str] = field(default_factory=list)  # a temporary failure: marks no one
-    reason: str = ""  # why a bounce was believed or quarantined, or which rule classified the mail
-    classified_by: str = ""  # the rule or detector behind `classification` (Classification.reason)
-
-
-class Quarantined(Exception):
-    """Raised by the pipeline for a mail it must keep aside unchanged (nothing of its transaction
-    is written): the adapter quarantines the raw bytes with `reason`, which a person can act on."""
-
-    def __init__(self, reason: str, outcome: Outcome):
-        super().__init__(reason)
-        self.reason = reason
-        self.outcome = outcome

@@ -1,7 +1,9 @@
 """Raw bytes to `InboundMessage`: the one plain object the rest of maild reads a mail through.
 
 mail-parser does the MIME walk and charset decoding; this module only reshapes its answer
-and reads the headers maild decides on (threading, loop and authentication markers).
+and reads the headers maild decides on (threading, loop and authentication markers). The
+types it returns are vocabulary (maild.domain.message, maild.domain.errors); their names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ import base64
 import dataclasses
 import email.policy
 import hashlib
-import html
 import logging
 import re
-from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
 from email.utils import getaddresses
@@ -21,83 +21,20 @@ from pathlib import Path
 
 import mailparser
 
+from maild.domain.errors import ParseError as ParseError
+from maild.domain.message import Address as Address
+from maild.domain.message import InboundAttachment as InboundAttachment
+from maild.domain.message import InboundMessage as InboundMessage
+from maild.domain.message import RawMail
 from maild.headers import clean_name, clean_subject, is_mail_address, normalize_address
 from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
 from maild.ingest.sanitize import sanitize_html
 from maild.rules.bounce_detect import BounceScan, could_be_bounce, scan_safely
 from maild.store.blobs import BlobStore
-from maild.threading.reply import ExtractedReply, extract_reply
+from maild.threading.reply import extract_reply, html_to_text
 
 # mail-parser logs every defect it meets; maild reports what matters itself (quarantine reasons).
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
-
-
-class ParseError(Exception):
-    """The bytes cannot be read as a mail; the message goes to quarantine with this reason."""
-
-
-@dataclass(frozen=True)
-class Address:
-    address: str  # lowercased
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class InboundAttachment:
-    filename: str
-    content_type: str
-    data: bytes | None  # None: a large part already decoded into the attachment store
-    sha256: str
-    size: int
-    content_id: str | None = None
-    inline: bool = False
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    raw: bytes  # empty when the mail was too large to hold: then it is at raw_path
-    sha256: str
-    message_id: str | None
-    sender: Address | None  # From
-    reply_to: list[Address]
-    to: list[Address]
-    cc: list[Address]
-    subject: str
-    text: str
-    html: str | None
-    attachments: list[InboundAttachment]
-    in_reply_to: list[str]
-    references: list[str]
-    headers: dict[str, list[str]] = field(repr=False)  # lowercased name -> decoded values
-    content_type: str = "text/plain"
-    report_type: str | None = None
-    # What a delivery status notification says, read while the MIME tree is at hand; plain
-    # data, so that a parsed mail crosses to another process cheaply.
-    dsn_failed_recipients: list[str] = field(default_factory=list)
-    returned_message_ids: list[str] = field(default_factory=list)
-    # What the bounce detectors (rules.bounce_detect: flufl.bounce and maild's own) read, only
-    # for mails that could be bounces: failed for good, only delayed, and which detector said so
-    # ("" when none read a bounce). Addresses normalized (headers.normalize_address).
-    bounce_permanent: list[str] = field(default_factory=list)
-    bounce_temporary: list[str] = field(default_factory=list)
-    bounce_detector: str = ""
-    bounce_diagnostics: dict[str, str] = field(default_factory=dict)  # address -> status / diagnostic
-    size: int = 0
-    raw_path: str | None = None  # set when the raw bytes are in the raw store already, not in `raw`
-    # Pure functions of the body, worked out with the parse (in a parse worker, off the writer):
-    reply: ExtractedReply | None = None  # the new text apart from quoted history and signature
-    safe_html: str | None = None  # `html` sanitized, as posts keep it
-    omitted_parts: int = 0  # MIME parts past [protection] max_mime_parts: not attachments, only in the raw message
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.get(name.lower())
-        return values[0] if values else None
-
-    def raw_bytes(self) -> bytes:
-        """The raw mail, read from the store if it was too large to keep in memory."""
-        if self.raw or self.raw_path is None:
-            return self.raw
-        return Path(self.raw_path).read_bytes()
 
 
 MSGID_RE = re.compile(r"<([^<>\s]+)>")
@@ -173,23 +110,6 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-_BLOCK_TAGS = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h[1-6]|/blockquote)\b[^>]*>", re.I)
-_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
-_TAGS = re.compile(r"<[^>]+>")
-
-
-
-
-def html_to_text(markup: str) -> str:
-    """Readable text of an HTML-only mail, for posts and searching; the HTML is kept too."""
-    text = _DROP.sub("", markup)
-    text = _BLOCK_TAGS.sub("\n", text)
-    text = _TAGS.sub("", text)
-    text = html.unescape(text).replace("\xa0", " ")
-    lines = [line.rstrip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
 def _dsn_failed_recipients(parts: list[EmailMessage]) -> list[str]:
     """Final-Recipient (or Original-Recipient) of each failed block of message/delivery-status."""
     found: list[str] = []
@@ -245,7 +165,8 @@ def parse_message(raw: bytes, stored: dict[bytes, StoredPart] | None = None, max
         skeleton = skeleton_of(raw, None, max_parts)  # nothing stored: it only cuts
         if skeleton is not None:
             msg = parse_message(skeleton.raw, skeleton.parts, max_parts, omitted=skeleton.omitted)
-            return dataclasses.replace(msg, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), size=len(raw))
+            return dataclasses.replace(msg, raw_mail=RawMail(raw), sha256=hashlib.sha256(raw).hexdigest(),
+                                       size=len(raw))
     try:
         mp = mailparser.parse_from_bytes(raw)
     except Exception as e:
@@ -319,7 +240,7 @@ def _to_inbound(raw: bytes, mp: mailparser.MailParser, msg: EmailMessage,
     if could_be_bounce(msg, subject, sender.address if sender else "", sender.name if sender else ""):
         bounce = scan_safely(msg)
     return InboundMessage(
-        raw=raw,
+        raw_mail=RawMail(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
         message_id=mid[0] if mid else None,
         sender=sender,
@@ -361,12 +282,12 @@ def parse_stored(source: Path | bytes, attachments: BlobStore, max_parts: int | 
         raise ParseError(str(e)) from e
     if skeleton is None:  # nothing to take out, or a structure the walk does not follow
         raw = source if isinstance(source, bytes) else source.read_bytes()
-        return dataclasses.replace(parse_message(raw, {}, max_parts), raw=b"")  # {}: walked already
+        return dataclasses.replace(parse_message(raw, {}, max_parts), raw_mail=RawMail())  # {}: walked already
     msg = parse_message(skeleton.raw, skeleton.parts, max_parts, omitted=skeleton.omitted)
     if isinstance(source, bytes):
-        return dataclasses.replace(msg, raw=b"", sha256=hashlib.sha256(source).hexdigest(), size=len(source))
+        return dataclasses.replace(msg, raw_mail=RawMail(), sha256=hashlib.sha256(source).hexdigest(), size=len(source))
     digest = hashlib.sha256()
     with open(source, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
-    return dataclasses.replace(msg, raw=b"", sha256=digest.hexdigest(), size=source.stat().st_size)
+    return dataclasses.replace(msg, raw_mail=RawMail(), sha256=digest.hexdigest(), size=source.stat().st_size)

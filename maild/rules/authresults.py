@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import authres
 
+from maild.domain.message import InboundMessage
 from maild.headers import idna_domain
-from maild.ingest.parse import InboundMessage
 
 HEADER = "authentication-results"
 FAILED = ("fail", "permerror")  # the results that stop an automatic answer (SPEC §11)
@@ -93,20 +92,7 @@ def header_values(raw_header_section: bytes, name: str) -> list[str]:
 
 def raw_header_section(msg: InboundMessage) -> bytes:
     """The mail's header section as it came, without reading a large body from disk."""
-    if msg.raw or msg.raw_path is None:
-        data = msg.raw
-    else:
-        data = b""
-        with Path(msg.raw_path).open("rb") as f:
-            while len(data) < HEADER_SECTION_LIMIT:
-                chunk = f.read(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if re.search(rb"\r?\n\r?\n", data):
-                    break
-    end = re.search(rb"\r?\n\r?\n", data)
-    return data[:end.start()] if end else data
+    return msg.raw_mail.header_section(HEADER_SECTION_LIMIT)
 
 
 COMMENT_RE = re.compile(r"^\s*(\((?:[^()\\]|\\.)*\)\s*)*")

@@ -4,6 +4,8 @@ Agents work from their mail client (SPEC §6), so a reply may start with `#note`
 `/stage pending`. Commands are all-or-nothing per message, so this module only *plans*: it
 returns the changes and every error at once, each naming its line and a reason a person can act
 on, and the caller applies the plan only when there are no errors. Pure: no database, no I/O.
+The case and change types it plans with are vocabulary (maild.domain.case, maild.domain.stages);
+their names stay importable from here while callers move.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from maild.config import AgentConfig, Config
+from maild.domain.case import CaseSnapshot as CaseSnapshot
+from maild.domain.case import Change as Change
+from maild.domain.case import DetachRequest as DetachRequest
+from maild.domain.case import FieldChange as FieldChange
+from maild.domain.case import FollowChange as FollowChange
+from maild.domain.case import ForwardRequest as ForwardRequest
+from maild.domain.case import TagChange as TagChange
+from maild.domain.stages import OPEN_STAGES as OPEN_STAGES
+from maild.domain.stages import PRIORITIES, STAGES, TYPES
 from maild.headers import ascii_address, idna_domain, is_mail_address
-
-STAGES = ("new", "open", "pending", "resolved", "closed")
-OPEN_STAGES = ("new", "open", "pending")  # the work still to do; resolved and closed are done
-TYPES = ("question", "incident", "problem")
-PRIORITIES = ("low", "normal", "high", "urgent")
 
 MARKERS = {"#note": "internal", "#internal": "internal", "#public": "public"}
 
@@ -71,59 +77,6 @@ class ParsedReply:
     commands: list[Command]
     errors: list[CommandError]  # unknown commands and syntax errors (missing or extra argument)
     text: str  # what follows the leading marker/command lines, leading/trailing blank lines stripped
-
-
-@dataclass(frozen=True)
-class CaseSnapshot:
-    """What planning needs to know about the case, to refuse nothing it need not and drop no-ops."""
-
-    stage: str
-    queue: str | None
-    assignee: str | None  # agent email or None
-    tags: tuple[str, ...]
-    due_at: datetime | None  # aware UTC
-    followers: tuple[str, ...]
-    attachments: tuple[str, ...] = ()  # filenames of the case's attachments (for /detach)
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    """One field of the case: stage, queue, assignee, type, priority, due_at, closed_reason,
-    root_cause, or "field:<name>" for a custom field."""
-
-    field: str
-    value: object  # str | datetime | None
-
-
-@dataclass(frozen=True)
-class TagChange:
-    add: tuple[str, ...]
-    remove: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class FollowChange:
-    address: str
-    follow: bool
-
-
-@dataclass(frozen=True)
-class ForwardRequest:
-    """Not a change of the case: the caller mails the case to `address`. Internal notes go along
-    only when the agent asked ("/forward x@y.test notes"), as the recipient is often a customer."""
-
-    address: str
-    with_notes: bool
-
-
-@dataclass(frozen=True)
-class DetachRequest:
-    """Remove the case's attachments of this file name (the stored bytes stay, by hash)."""
-
-    filename: str
-
-
-Change = FieldChange | TagChange | FollowChange | ForwardRequest | DetachRequest
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
 from maild.rules.auto_reply_detect import auto_reply_reason
 from maild.rules.bounce_detect import BOUNCE_SUBJECT_RE, HUMAN_PREFIX_RE, is_robot_sender
 

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass, field
 
 from maild.config import ADDRESS_RE, Config, RuleConfig
-from maild.rules.commands import PRIORITIES, TYPES, Change, FieldChange, FollowChange, TagChange
+from maild.domain.case import Change, FieldChange, FollowChange, TagChange
+from maild.domain.stages import PRIORITIES, TYPES
 
 WHEN_LIST_KEYS = ("mailbox", "from", "from_domain", "organization", "contract", "type", "tag", "priority", "event")
 WHEN_REGEX_KEYS = ("subject", "body")

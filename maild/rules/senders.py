@@ -19,7 +19,7 @@ import dkim.util
 import dns.resolver
 
 from maild.config import AgentConfig, Config
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
 from maild.rules.authresults import dkim_aligned, sender_authentication
 from maild.threading.tokens import ReplyToken, agent_key
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from maild.rules.commands import CaseSnapshot, Change, FieldChange, FollowChange, TagChange
+from maild.domain.case import CaseSnapshot, Change, FieldChange, FollowChange, TagChange
 from maild.store.cases import record_change, record_event
 from maild.store.models import Attachment, Case, CaseFollower, CaseTag, Event
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from maild.config import Config, ContractConfig
-from maild.rules.commands import OPEN_STAGES
+from maild.domain.stages import OPEN_STAGES
 from maild.store.models import Case, Contact, ContractClient, Organization, OrganizationDomain
 
 

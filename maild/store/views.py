@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from maild.config import Config
-from maild.rules.commands import OPEN_STAGES
+from maild.domain.stages import OPEN_STAGES
 from maild.store.models import Case, Contact, Organization, OutboxMail
 
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
 from maild.threading.subject import case_tag_number
 from maild.threading.tokens import ReplyToken, split_plus_address, verify_token
 

@@ -31,12 +31,13 @@ lines, in order. When the cut leaves no new text, `text` is "" and the caller de
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from itertools import islice
 
+from maild.domain.message import ExtractedReply as ExtractedReply
 from maild.threading import quote_phrases as P
 
 
@@ -92,11 +93,21 @@ _HTML_QUOTE_MARK = ">\ue000"
 _TEXT, _QUOTE, _SIGNATURE = "text", "quote", "signature"
 
 
-@dataclass(frozen=True)
-class ExtractedReply:
-    text: str  # the new text, without blank lines at either end
-    quoted: str  # what was cut as quoted history ("" if none)
-    signature: str  # what was cut as signature ("" if none)
+_FLAT_BREAKS = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h[1-6]|/blockquote)\b[^>]*>", re.I)
+_FLAT_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+_FLAT_TAGS = re.compile(r"<[^>]+>")
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text of an HTML-only mail, for posts and searching; the HTML is kept too.
+    (Here, not in ingest.parse, so that extract_reply can tell flattened HTML without
+    importing the adapter.)"""
+    text = _FLAT_DROP.sub("", markup)
+    text = _FLAT_BREAKS.sub("\n", text)
+    text = _FLAT_TAGS.sub("", text)
+    text = html.unescape(text).replace("\xa0", " ")
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def extract_reply(text: str, html: str | None = None) -> ExtractedReply:
@@ -121,11 +132,9 @@ def extract_reply(text: str, html: str | None = None) -> ExtractedReply:
 
 
 def _flattened_from(body: str, html: str) -> bool:
-    """True when `body` is parse.html_to_text of `html`: the mail had no text part."""
+    """True when `body` is html_to_text of `html`: the mail had no text part."""
     if len(body) > len(html):
         return False
-    from maild.ingest.parse import html_to_text  # parse imports this module: import late
-
     return body.strip() == html_to_text(_normalize(html))
 
 

@@ -16,6 +16,7 @@ from maild.config import (
     keep_restart_only,
     load_config,
 )
+from maild.config_checks import load_checked_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -25,8 +26,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def problems_of(path: Path) -> list[str]:
+    """What `maild check-config` and `maild run` report: the schema's and the features' problems."""
     with pytest.raises(ConfigError) as e:
-        load_config(path)
+        load_checked_config(path)
     return e.value.problems
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from maild.config import Config, ConfigError, RuleConfig, load_config, parse_config
+from maild.config import Config, ConfigError, RuleConfig, parse_config
+from maild.config_checks import check_features, load_checked_config
 from maild.rules.commands import FieldChange, FollowChange, TagChange
 from maild.rules.routing import Facts, check_rules, plan_rules, rule_matches
 
@@ -30,7 +31,7 @@ def base(rules: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load(rules: list[dict[str, Any]]) -> Config:
-    return parse_config(base(rules), SOURCE, Path("/etc/maild"))
+    return parse_config(base(rules), SOURCE, Path("/etc/maild"), check_features)
 
 
 def problems(rules: list[dict[str, Any]]) -> list[str]:
@@ -86,7 +87,7 @@ name = "acme to billing"
 when = { from_domain = "acme.test" }
 then = { team = "billing", priority = "high", add_tags = ["acme"] }
 """)
-    cfg = load_config(p)
+    cfg = load_checked_config(p)
     assert check_rules(cfg) == []
     assert cfg.rules == [RuleConfig(name="acme to billing", when={"from_domain": "acme.test"},
                                     then={"team": "billing", "priority": "high", "add_tags": ["acme"]})]
@@ -209,7 +210,7 @@ def test_a_bad_rule_in_a_file_fails_load_config_with_the_file_name(tmp_path: Pat
     p = tmp_path / "maild.toml"
     p.write_text('[[rules]]\nname = "vip"\nwhen = { subject = "[unclosed" }\n')
     with pytest.raises(ConfigError) as e:
-        load_config(p)
+        load_checked_config(p)
     assert e.value.problems == [f"{p}: rules[0] ('vip').when.subject: not a regular expression: "
                                 f"{_regex_error('[unclosed')}"]
 
