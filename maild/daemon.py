@@ -18,19 +18,21 @@ from pathlib import Path
 import structlog
 
 from maild.config import ConfigError, keep_restart_only, load_config
+from maild.ingest.committer import Committer
 from maild.ingest.imap import ImapPoller
-from maild.ingest.parse_pool import HandedOver, ParsePool, SmtpInWorkers, default_processes
-from maild.ingest.receive import Receiver
+from maild.ingest.parse_pool import ParsePool, default_processes
 from maild.ingest.smtp import (
+    MaildHandler,
     SessionGate,
     SessionLimits,
     bind_smtp_sockets,
     clear_spool,
-    receiver_handler,
     refuse_waiting,
-    smtp_reply,
+    replying,
     start_smtp_servers,
 )
+from maild.ingest.smtp_worker import SmtpInWorkers, parse_received
+from maild.ingest.wire import ParsedMail
 from maild.ingest.writer import IngestWriter
 from maild.notify.outbox import OutboxWorker
 from maild.notify.samples import render_all_templates
@@ -78,21 +80,21 @@ async def poll_mailbox(poller: ImapPoller, supervisor: Supervisor) -> None:
 SLA_TIMER_SECONDS = 30
 
 
-async def run_sla_timer(receiver: Receiver) -> None:
+async def run_sla_timer(committer: Committer) -> None:
     """Escalations go through the writer thread, like mail: one writer, ordered commits."""
     from maild.notify.escalation import raise_due_sla_events
 
-    rt = receiver.runtime
-    raised = await receiver.writer.run(lambda session: raise_due_sla_events(session, rt))
+    rt = committer.runtime
+    raised = await committer.writer.run(lambda session: raise_due_sla_events(session, rt))
     if raised:
         log.info("sla events raised", count=raised)
 
 
-async def sla_timer(receiver: Receiver, supervisor: Supervisor, incident: Incident) -> None:
+async def sla_timer(committer: Committer, supervisor: Supervisor, incident: Incident) -> None:
     """Every SLA_TIMER_SECONDS; while the database is away, backs off and the next run catches up."""
     while not supervisor.stopping:
         try:
-            await run_sla_timer(receiver)
+            await run_sla_timer(committer)
         except Exception as e:
             delay = incident.failed(e)
         else:
@@ -136,45 +138,53 @@ async def serve(config_path: str | None) -> None:
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
     spool = cfg.data_dir / "spool"
     listening = bind_smtp_sockets(cfg.smtp.listen)
-    receiver = Receiver(rt, writer)
+    committer = Committer(rt, writer)
+    commit = replying(committer.commit)  # the commit step of every SMTP handler, here or in a worker
+    parser: ParsePool | None = None
     servers: list[asyncio.Server] = []
     protection = cfg.protection  # SPEC §11's limits, as they are at start (a reload keeps them)
     limits = SessionLimits(protection.max_smtp_sessions, protection.max_smtp_sessions_per_client,
                            protection.smtp_idle_timeout_seconds)
 
+    async def parse_here(raw: bytes | Path | OSError) -> ParsedMail:
+        """The workers' parse, in a thread of this process: SMTP without worker processes."""
+        now = committer.runtime
+        return await asyncio.to_thread(parse_received, raw, str(now.raw_store.root), str(now.attachment_store.root),
+                                       now.config.protection.max_mime_parts)
+
+    def accepted(base: str) -> bool:  # the workers' RCPT check, on the runtime a reload swaps in
+        return base.lower() in committer.runtime.accepted_addresses
+
     async def serve_smtp_here(socks: list[socket.socket]) -> None:
-        servers.extend(await start_smtp_servers(receiver_handler(receiver), socks, cfg.server.hostname,
-                                                cfg.smtp.max_message_bytes, spool, gate=SessionGate(limits)))
+        servers.extend(await start_smtp_servers(MaildHandler(accepted, parse_here, commit), socks,
+                                                cfg.server.hostname, cfg.smtp.max_message_bytes, spool,
+                                                gate=SessionGate(limits)))
 
     if processes > 0:  # the workers serve SMTP, parse, and hand the mail to this process to commit
         smtp = SmtpInWorkers(listening, cfg.server.hostname, cfg.smtp.max_message_bytes, str(spool),
                              rt.accepted_addresses, gate=SessionGate.shared(limits, processes))
-
-        async def handover(handed: HandedOver) -> str:
-            return smtp_reply(await receiver.receive_handed_over(handed))
-        receiver.parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root, smtp=smtp,
-                                    handover=handover, serve_here=serve_smtp_here,
-                                    max_parts=protection.max_mime_parts)
+        parser = ParsePool(processes, rt.raw_store.root, rt.attachment_store.root, smtp=smtp, commit=commit,
+                           serve_here=serve_smtp_here, max_parts=protection.max_mime_parts)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="maild-io"))
     await asyncio.to_thread(settle, rt)
     clear_spool(spool)
-    if receiver.parser is not None:
-        await receiver.parser.start()
+    if parser is not None:
+        await parser.start()
     supervisor.start("outbox", outbox.run)
-    pollers = [ImapPoller(m, receiver, sessions, rt.clock) for m in cfg.mailboxes if m.imap is not None]
+    pollers = [ImapPoller(m, committer, sessions, rt.clock, parser) for m in cfg.mailboxes if m.imap is not None]
     for poller in pollers:
         health.tasks[poller.state_key] = poller.task_health
         supervisor.start(poller.state_key, functools.partial(poll_mailbox, poller, supervisor))
     sla_incident = Incident(health.task("sla-timer"), log, failing="sla timer failed",
                             recovered="sla timer works again")
-    supervisor.start("sla-timer", lambda: sla_timer(receiver, supervisor, sla_incident))
+    supervisor.start("sla-timer", lambda: sla_timer(committer, supervisor, sla_incident))
     housekeeping = [p.state_key for p in pollers] + ["sla-timer"]
     stop = asyncio.Event()
 
     def reload() -> None:
         """SIGHUP: the same checks as `check-config` (a file with a template that does not render
         is refused whole); what only a restart can change is logged as such and kept running."""
-        running = receiver.runtime.config
+        running = committer.runtime.config
         try:
             new_cfg, needs_restart = keep_restart_only(running, load_config(config_path))
             new_rt = build_runtime(new_cfg, rt.clock)
@@ -187,9 +197,9 @@ async def serve(config_path: str | None) -> None:
         except OSError as e:
             log.error("reload refused, running config kept", error=str(e))
             return
-        receiver.swap_runtime(new_rt)
-        if receiver.parser is not None:
-            receiver.parser.set_mailboxes(new_rt.accepted_addresses)
+        committer.swap_runtime(new_rt)
+        if parser is not None:
+            parser.set_mailboxes(new_rt.accepted_addresses)
         if needs_restart:  # said apart, so nobody reads "reloaded" and thinks these took effect
             log.warning("config change needs a restart, running values kept", keys=needs_restart,
                         source=new_cfg.source)
@@ -201,8 +211,8 @@ async def serve(config_path: str | None) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, reload)
-    if receiver.parser is not None:
-        await receiver.parser.serve_smtp()
+    if parser is not None:
+        await parser.serve_smtp()
     else:
         await serve_smtp_here(listening)
     log.info("maild running", listen=cfg.smtp.listen, database=engine.url.render_as_string(),
@@ -225,8 +235,8 @@ async def serve(config_path: str | None) -> None:
         await asyncio.to_thread(poller.close)
     for s in servers:
         await s.wait_closed()
-    if receiver.parser is not None:
-        await receiver.parser.close()  # workers serving SMTP finish their mail first
+    if parser is not None:
+        await parser.close()  # workers serving SMTP finish their mail first
     for sock in listening:
         refuse_waiting(sock, cfg.server.hostname)  # queued since the workers stopped: 421, not a reset
         sock.close()

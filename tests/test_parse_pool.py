@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from maild.ingest.parse import ParseError, parse_message
-from maild.ingest.parse_pool import WORKER_NICENESS, WORKER_POLICY, HandedOver, ParsePool, SmtpInWorkers
+from maild.ingest.parse_pool import WORKER_NICENESS, WORKER_POLICY, ParsePool
+from maild.ingest.smtp_worker import SmtpInWorkers
+from maild.ingest.wire import Envelope, ParsedMail
 from maild.store.blobs import RAW_IN_DATABASE_MAX, BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
@@ -163,13 +165,13 @@ def test_when_no_worker_can_serve_smtp_the_daemon_is_handed_the_sockets(tmp_path
     smtp = SmtpInWorkers([listening], "support.example.com", 1_000_000, None, frozenset({"support@example.com"}))
     handed: list[list[socket.socket]] = []
 
-    async def handover(mail: HandedOver) -> str:
+    async def commit(parsed: ParsedMail, envelope: Envelope) -> str:
         return "250 2.0.0 OK"
 
     async def serve_here(socks: list[socket.socket]) -> None:
         handed.append(socks)
 
-    pool = ParsePool(1, tmp_path / "raw", tmp_path / "attachments", smtp=smtp, handover=handover,
+    pool = ParsePool(1, tmp_path / "raw", tmp_path / "attachments", smtp=smtp, commit=commit,
                      serve_here=serve_here)
     on(loop, pool.start())
     try:

@@ -8,16 +8,22 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from maild.ingest.committer import Committer, Pending, Receipt
+from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
-from maild.ingest.receive import PendingReceive, ReceiveResult
+from maild.ingest.wire import Envelope, ParsedMail
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.models import Case, Contact
 from maild.store.rows import insert_row
+from tests.support.faults import break_inserts, mend_inserts
 from tests.support.pipeline_desk import T0, Desk, mail
 
 
@@ -27,8 +33,8 @@ def desk(engine: Engine, tmp_path: Path) -> Desk:
 
 
 def ingest(desk: Desk, sender: str):  # type: ignore[no-untyped-def]
+    from maild.ingest.committer import deliveries_for
     from maild.ingest.parse import parse_message
-    from maild.ingest.receive import deliveries_for
 
     (delivery,) = deliveries_for(desk.rt, ["support@example.com"], "x@client.test", "smtp")
     msg = parse_message(mail(sender, sender.split("@")[0].title()))
@@ -93,7 +99,7 @@ def test_a_session_waits_for_its_commit_no_longer_than_its_bound(desk: Desk) -> 
         stuck = writer.submit(hangs)
         assert started.wait(10)
         queued = writer.submit(ingest(desk, "ann@acme.test"))
-        pending = PendingReceive(lambda: ReceiveResult(stored=True, outcomes=[]), queued)
+        pending = Pending(lambda: Receipt(stored=True, outcomes=[]), queued)
         t0 = time.monotonic()
         result = asyncio.run(pending.finish_on_loop(timeout=0.5))
         assert not result.stored and time.monotonic() - t0 < 5
@@ -105,3 +111,62 @@ def test_a_session_waits_for_its_commit_no_longer_than_its_bound(desk: Desk) -> 
         writer.stop()
     contacts = desk.q(lambda s: sorted(s.scalars(select(Contact.email))))
     assert contacts == ["bob@acme.test"]  # Ann's mail was withdrawn: her retry is the one stored
+
+
+def _logged(entries: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [e for e in entries if e["event"] == event]
+
+
+def test_a_mail_whose_job_fails_logs_its_failure_with_its_message_id_and_mailbox(desk: Desk, engine: Engine) -> None:
+    """Issue 22 §8: the writer thread and the committer log about a mail with its message_id and
+    mailbox bound (structlog contextvars), and unbind them after it: the next mail's lines and
+    the writer's next job carry none of the failed mail's."""
+    writer = IngestWriter(desk.sessions)
+    committer = Committer(desk.rt, writer)
+    envelope = Envelope("jane@acme.test", ["support@example.com"])
+    failing = ParsedMail(parse_message(mail("jane@acme.test", "Printer", msgid="printer@acme.test")))
+    fine = ParsedMail(parse_message(mail("bob@acme.test", "Scanner", msgid="scanner@acme.test")))
+    probe = structlog.get_logger("tests.probe")
+    writer.start()
+    try:
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
+            break_inserts(engine, "cases", "disk on fire")
+            failed = asyncio.run(committer.commit(failing, envelope))
+            assert structlog.contextvars.get_contextvars() == {}
+            mend_inserts(engine, "cases")
+            stored = asyncio.run(committer.commit(fine, Envelope("bob@acme.test", ["support+x@example.com"])))
+            writer.submit(lambda s: probe.info("next job")).result(10)
+    finally:
+        writer.stop()
+    assert not failed.stored and stored.stored
+    (failure,) = _logged(entries, "message not stored, sender must retry")
+    assert failure["message_id"] == "printer@acme.test" and failure["mailbox"] == "support@example.com"
+    assert "disk on fire" in failure["error"]
+    (ingested,) = _logged(entries, "message ingested")
+    assert ingested["message_id"] == "scanner@acme.test" and ingested["mailbox"] == "support@example.com"
+    assert ingested["case"] == stored.outcomes[0].case_number
+    (next_job,) = _logged(entries, "next job")
+    assert "message_id" not in next_job and "mailbox" not in next_job  # the writer thread kept nothing
+    assert all(e.get("message_id") != "printer@acme.test" for e in entries if e is not failure)
+
+
+def test_the_writers_job_failed_line_carries_what_its_caller_bound(desk: Desk) -> None:
+    """'job failed' (a bug in a job, logged by the writer thread) says which mail it was."""
+    writer = IngestWriter(desk.sessions)
+
+    def bug(s: Session) -> None:
+        raise RuntimeError("a bug on this mail")
+
+    writer.start()
+    try:
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
+            with structlog.contextvars.bound_contextvars(message_id="odd@acme.test", mailbox="support@example.com"):
+                job = writer.submit(bug)
+            with pytest.raises(RuntimeError):
+                job.result(10)
+            writer.submit(ingest(desk, "ann@acme.test")).result(10)
+    finally:
+        writer.stop()
+    (failed,) = _logged(entries, "job failed")
+    assert failed["message_id"] == "odd@acme.test" and failed["mailbox"] == "support@example.com"
+    assert all("message_id" not in e for e in entries if e is not failed)

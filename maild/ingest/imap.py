@@ -24,9 +24,11 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, ImapConfig, MailboxConfig
+from maild.ingest.committer import Committer, Pending
 from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
-from maild.ingest.parse import InboundMessage
-from maild.ingest.receive import PendingReceive, Receiver
+from maild.ingest.parse import InboundMessage, ParseError, parse_message
+from maild.ingest.parse_pool import ParsePool, Parsing
+from maild.ingest.wire import Envelope, ParsedMail
 from maild.runtime import Runtime
 from maild.store.models import MailboxState
 from maild.supervise import Incident, TaskHealth, describe
@@ -129,12 +131,15 @@ class PollerHealth:
 class ImapPoller:
     """One hosted mailbox. `cycle()` drains it, then IDLEs (where offered) until `budget` runs out."""
 
-    def __init__(self, mailbox: MailboxConfig, receiver: Receiver, sessions: sessionmaker[Session],
-                 clock: Callable[[], datetime]):
+    def __init__(self, mailbox: MailboxConfig, committer: Committer, sessions: sessionmaker[Session],
+                 clock: Callable[[], datetime], parser: ParsePool | None = None):
+        """`parser`: the daemon's parse workers, so that a batch is parsed in parallel; None
+        parses in the poller's thread."""
         assert mailbox.imap is not None
         self.mailbox = mailbox
         self.imap = mailbox.imap
-        self.receiver = receiver
+        self.committer = committer
+        self.parser = parser
         self.sessions = sessions
         self.clock = clock
         self.state_key = f"imap:{mailbox.address.lower()}:{mailbox.imap.folder}"
@@ -180,7 +185,7 @@ class ImapPoller:
             self.running.release()
 
     def _connect(self) -> IMAPClient:
-        client = connect(self.receiver.runtime.config, self.imap)
+        client = connect(self.committer.runtime.config, self.imap)
         if self.imap.done_folder and not client.folder_exists(self.imap.done_folder):
             client.create_folder(self.imap.done_folder)
         self.client = client
@@ -253,7 +258,7 @@ class ImapPoller:
                              old=known_validity, new=uidvalidity)
             self.health.uidvalidity_resets += 1
             last_uid = 0
-            self.receiver.writer.submit(self._cursor_writer(uidvalidity, 0)).result()
+            self.committer.writer.submit(self._cursor_writer(uidvalidity, 0)).result()
         if self.imap.done_folder:
             uids = sorted(client.search("ALL"))
             committed = [u for u in uids if u <= last_uid]
@@ -276,27 +281,26 @@ class ImapPoller:
 
     def _ingest_batch(self, client: IMAPClient, batch: list[int], uidvalidity: int) -> list[int]:
         """Fetches a batch, stores each message, waits for the commit; returns the stored UIDs."""
-        rt = self.receiver.runtime
+        rt = self.committer.runtime
         limit = rt.config.smtp.max_message_bytes
         sizes = client.fetch(batch, ["RFC822.SIZE"])
         bodies = client.fetch(batch, ["BODY.PEEK[]"])
         plan = imap_delivery(self.mailbox)
-        pending: list[tuple[int, PendingReceive]] = []
+        envelope = Envelope(None, [self.mailbox.address], via="imap")
+        pending: list[tuple[int, Pending]] = []
         fetched = [(uid, raw) for uid in batch if (raw := bodies.get(uid, {}).get(b"BODY[]")) is not None]
         # (a missing body: deleted meanwhile by another client)
-        parsing = {uid: self.receiver.parse_soon(raw) for uid, raw in fetched
-                   if int(sizes.get(uid, {}).get(b"RFC822.SIZE", len(raw))) <= limit}
+        parsing = {uid: self.parser.submit(raw) for uid, raw in fetched
+                   if self.parser is not None and int(sizes.get(uid, {}).get(b"RFC822.SIZE", len(raw))) <= limit}
         for uid, raw in fetched:
             size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", len(raw)))
             cursor = self._cursor_writer(uidvalidity, uid)
             if size > limit:
                 reason = f"larger than max_message_bytes ({size} > {limit})"
-                pending.append((uid, self.receiver.start_quarantine(raw, reason, None, [self.mailbox.address],
-                                                                    also=cursor)))
+                pending.append((uid, self.committer.quarantine(raw, reason, envelope, also=cursor)))
                 continue
-            pending.append((uid, self.receiver.start(raw, plan, via="imap", mail_from=None,
-                                                     recipients=[self.mailbox.address], also=cursor,
-                                                     parsing=parsing.get(uid))))
+            parsed = self._parsed(raw, parsing.get(uid), rt.config.protection.max_mime_parts)
+            pending.append((uid, self.committer.submit(parsed, envelope, plan=plan, also=cursor)))
         stored = []
         for uid, waiting in pending:
             if not waiting.finish().stored:
@@ -304,6 +308,16 @@ class ImapPoller:
             stored.append(uid)
         self.health.ingested += len(stored)
         return stored
+
+    @staticmethod
+    def _parsed(raw: bytes, parsing: Parsing | None, max_parts: int | None) -> ParsedMail:
+        """The mail parsed by a worker (`parsing`) or here; the committer's pipeline then
+        stores the blobs of one parsed here."""
+        try:
+            msg = parsing.result() if parsing is not None else parse_message(raw, max_parts=max_parts)
+        except (ParseError, OSError) as e:  # OSError: the worker could not write the blobs
+            return ParsedMail(e, raw)
+        return ParsedMail(msg)
 
     def _finish(self, client: IMAPClient, uids: list[int]) -> None:
         """After commit only: move to done_folder, or flag \\Seen."""

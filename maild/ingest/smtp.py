@@ -1,4 +1,35 @@
-"""The SMTP receiver: an aiosmtpd handler that answers 250 only after the commit (SPEC §11)."""
+"""The SMTP adapter: aiosmtpd's protocol, maild's handler hooks and its named replies; 250
+only after the commit (SPEC §11).
+
+The path of one mail, from the connection to the 250:
+
+1. The daemon binds the listening sockets (`bind_smtp_sockets`) and starts its parse workers
+   (ingest.parse_pool.ParsePool); each worker (ingest.smtp_worker.worker_main) accepts on
+   those sockets and serves every session with this module's `MaildSMTP` protocol and
+   `MaildHandler`. `SessionGate` counts the sessions of all workers against the limits.
+2. EHLO, MAIL, RCPT: the handler's hooks answer; RCPT takes only the daemon's mailboxes
+   (`is_ours`), and the reply is one of the named constants below (NOT_OURS, RECIPIENT_OK …).
+3. DATA: `MaildSMTP.smtp_DATA` reads it in blocks up to the end marker (ingest.smtp_data),
+   to memory or, past a few MB, to a spool file; too big is answered TOO_BIG at once.
+4. `MaildHandler.handle_DATA` makes two calls: `parse` (the worker's own process:
+   smtp_worker.parse_received parses and writes the attachments and a large mail's bytes to
+   the blob stores), then `commit`. In a worker, `commit` sends the parsed mail and its
+   envelope as the one request of ingest.wire (`MailIn`) over the worker's hand-over socket.
+5. In the daemon, parse_pool's `_serve_mail` reads that request and calls the daemon's
+   `commit`: `replying(committer.commit)`. ingest.committer.Committer.commit decides the
+   deliveries from the envelope and queues the pipeline (ingest.pipeline.ingest_message, the
+   domain half) for the writer thread (ingest.writer), which commits it with the mails queued
+   beside it; a mail that cannot be parsed or processed is quarantined instead.
+6. The Receipt becomes the reply (`smtp_reply`: 250, or 451/452 when nothing was kept), sent
+   back as the one answer of ingest.wire (`MailAnswer`); the worker's handler returns it and
+   the protocol writes it to the client.
+
+Without worker processes (smtp.parse_processes = 0, or none could be started) the daemon
+serves the sockets itself with the same protocol and handler: `parse` runs parse_received in
+a thread, and `commit` is the same `replying(committer.commit)`, called directly. The IMAP
+poller ends in the same Committer. At a stop (SIGTERM), `Drain` lets the DATA arriving end,
+commits and answers it, and answers 421 to everything else (SmtpServer, refuse_waiting).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +42,15 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Session, syntax
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from maild.ingest.smtp_data import read_data
+from maild.ingest.wire import Envelope, ParsedMail
 from maild.threading.tokens import split_plus_address
-
-if TYPE_CHECKING:  # a parse worker serving SMTP imports this module, and needs none of the pipeline
-    from maild.ingest.receive import Receiver, ReceiveResult
 
 log = structlog.get_logger("maild.smtp")
 
@@ -445,20 +475,24 @@ class MaildSMTP(SMTP):
             self._last_input = self.loop.time()
 
 
-# What becomes of a mail whose DATA is complete: its raw bytes (or spool file, or the OSError
-# that kept it from being spooled), MAIL FROM and the accepted recipients in; the final reply out.
-Deliver = Callable[[bytes | Path | OSError, str, list[str]], Awaitable[str]]
+# The handler's two steps for a mail whose DATA is complete: parse it (the raw bytes, the
+# spool file, or the OSError that kept it from being spooled), then commit it and say the
+# reply to DATA. Where each runs is the caller's choice (module docstring).
+ParseMail = Callable[[bytes | Path | OSError], Awaitable[ParsedMail]]
+CommitMail = Callable[[ParsedMail, Envelope], Awaitable[str]]
 
 
 class MaildHandler:
-    """EHLO, MAIL, RCPT and DATA, wherever the session runs: in the daemon (`deliver` is the
-    Receiver's) or in a parse worker (`deliver` parses there and hands the mail to the daemon)."""
+    """EHLO, MAIL, RCPT and DATA, wherever the session runs: in a parse worker (`parse` here,
+    `commit` over the wire to the daemon) or in the daemon (`parse` in a thread, `commit`
+    the committer's)."""
 
-    def __init__(self, is_ours: Callable[[str], bool], deliver: Deliver):
+    def __init__(self, is_ours: Callable[[str], bool], parse: ParseMail, commit: CommitMail):
         self.is_ours = is_ours
-        self.deliver = deliver
+        self.parse = parse
+        self.commit = commit
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           rcpt_options: list[str]) -> str:
         base, _ = split_plus_address(address)
         if not self.is_ours(base):
@@ -467,28 +501,38 @@ class MaildHandler:
         envelope.rcpt_tos.append(address)
         return RECIPIENT_OK
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
         """As aiosmtpd does without this hook, with the enhanced code for a sender (2.1.0)."""
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return SENDER_OK
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
         """aiosmtpd's extensions (SIZE, 8BITMIME, SMTPUTF8), and what MaildSMTP adds: PIPELINING
         and ENHANCEDSTATUSCODES. The hook must set the session's host name itself."""
         session.host_name = hostname
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         raw: bytes | Path | OSError = (getattr(envelope, "spool_error", None) or getattr(envelope, "spooled", None)
                                        or envelope.original_content or b"")
         mail_from = envelope.mail_from
-        return await self.deliver(raw, mail_from if mail_from != "<>" else "", list(envelope.rcpt_tos))
+        parsed = await self.parse(raw)
+        return await self.commit(parsed, Envelope(mail_from if mail_from != "<>" else "", list(envelope.rcpt_tos)))
 
 
-def smtp_reply(result: ReceiveResult) -> str:
+class Stored(Protocol):
+    """What the reply to DATA depends on (committer.Receipt)."""
+
+    @property
+    def stored(self) -> bool: ...
+    @property
+    def disk_full(self) -> bool: ...
+
+
+def smtp_reply(result: Stored) -> str:
     """The reply to DATA: 250 only for a mail that is stored (committed or quarantined). It
     says nothing of what became of the mail: anyone may send, and a case number (or that the
     mail was quarantined) is not theirs to learn from the SMTP reply. Not stored: 452 when
@@ -498,12 +542,12 @@ def smtp_reply(result: ReceiveResult) -> str:
     return NO_SPACE if result.disk_full else TRY_LATER
 
 
-def receiver_handler(receiver: Receiver) -> MaildHandler:
-    """Sessions served by the daemon itself: the mail is parsed and committed from here."""
-    async def deliver(raw: bytes | Path, mail_from: str, recipients: list[str]) -> str:
-        return smtp_reply(await receiver.receive(raw, mail_from=mail_from, recipients=recipients, via="smtp"))
-    # the same rule as a worker's RCPT check (smtp_worker), on the runtime a reload swaps in
-    return MaildHandler(lambda base: base.lower() in receiver.runtime.accepted_addresses, deliver)
+def replying(commit: Callable[[ParsedMail, Envelope], Awaitable[Stored]]) -> CommitMail:
+    """The committer's commit as the handler's commit step: its receipt said as the reply to
+    DATA. The daemon gives the same one to its own handler and to the workers' mail."""
+    async def commit_and_reply(parsed: ParsedMail, envelope: Envelope) -> str:
+        return smtp_reply(await commit(parsed, envelope))
+    return commit_and_reply
 
 
 def clear_spool(spool_dir: Path) -> None:

@@ -10,6 +10,10 @@ of the job it belongs to, a failed commit is retried job by job, a conflict with
 writer on the same database (two daemons storing the same mail) is run again alone, and a
 bug outside any job fails its batch, not the thread. If the thread ends anyway, a
 supervisor starts it again; `health` says how it is, for /healthz.
+
+A job runs with the structlog context its caller had bound when it submitted it (a mail's
+message_id, mailbox): the lines the job logs, and the writer's about the job, carry them,
+and the thread's context is as it was after each job.
 """
 
 from __future__ import annotations
@@ -147,6 +151,11 @@ class IngestWriter:
         self._thread.join()
 
     def submit(self, job: Job) -> Future[Any]:
+        """Queues `job`; its future has the job's result after the commit. The caller's bound
+        log context goes with it (`_Bound`)."""
+        context = structlog.contextvars.get_contextvars()
+        if context:
+            job = _Bound(job, context)
         fut: Future[Any] = Future()
         self._queue.put((job, fut))
         self._ensure_running()
@@ -230,9 +239,9 @@ class IngestWriter:
             results = self._one_by_one(batch) if len(batch) > 1 else [(*batch[0], None, _commit_error(e))]
         results = [self._again_alone(r) if _is_conflict(r[3]) else r for r in results]
         stored = False
-        for _, fut, value, error in results:
+        for job, fut, value, error in results:
             stored = stored or error is None
-            _tell(fut, value, None if error is None else _job_error(error))
+            _tell(fut, value, None if error is None else _job_error(error, job))
         if stored and self.after_commit is not None:
             try:
                 self.after_commit()
@@ -284,8 +293,9 @@ class IngestWriter:
                 result = (job, fut, None, e)
             if not _is_conflict(result[3]):
                 break
-        log.info("job ran again after a conflict with another transaction", error=str(error),
-                 outcome="failed" if result[3] is not None else "stored")
+        with _context_of(job):
+            log.info("job ran again after a conflict with another transaction", error=str(error),
+                     outcome="failed" if result[3] is not None else "stored")
         return result
 
     def _run_batch(self, batch: list[_Item], isolated: bool) -> list[_Result]:
@@ -353,7 +363,26 @@ def _commit_error(e: Exception) -> StorageError:
     return StorageError(f"commit failed: {detail}", disk_full=is_disk_full(e))
 
 
-def _job_error(e: BaseException) -> BaseException:
+class _Bound:
+    """A job with the log context its caller had bound, bound again while it runs."""
+
+    __slots__ = ("context", "job")
+
+    def __init__(self, job: Job, context: dict[str, Any]):
+        self.job = job
+        self.context = context
+
+    def __call__(self, session: Session) -> Any:
+        with structlog.contextvars.bound_contextvars(**self.context):
+            return self.job(session)
+
+
+def _context_of(job: Job) -> Any:
+    """The log context of `job`'s caller, bound for a line the writer logs about it."""
+    return structlog.contextvars.bound_contextvars(**(job.context if isinstance(job, _Bound) else {}))
+
+
+def _job_error(e: BaseException, job: Job) -> BaseException:
     """What the job's caller hears: a database or file failure is StorageError (the sender
     retries, 451, or 452 on a full disk); anything else is a bug on this one mail, logged,
     which must not fail the others."""
@@ -364,5 +393,6 @@ def _job_error(e: BaseException) -> BaseException:
     if isinstance(e, OSError):  # a blob the job writes: the disk, not the mail
         return StorageError(f"{type(e).__name__}: {e}", disk_full=is_disk_full(e))
     if not isinstance(e, Quarantined):  # a decision, logged where it was taken
-        log.error("job failed", error=str(e), exc_info=e)
+        with _context_of(job):
+            log.error("job failed", error=str(e), exc_info=e)
     return e
