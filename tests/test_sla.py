@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from maild.casework import raise_due_sla_events, update_case
 from maild.config import (
     AgentConfig,
     CalendarConfig,
@@ -15,8 +16,6 @@ from maild.config import (
     SlaConfig,
     TeamConfig,
 )
-from maild.ingest.pipeline import update_case
-from maild.notify.escalation import raise_due_sla_events
 from maild.rules.commands import Command
 from maild.store.contracts import ContractError, add_client, find_organization, move_client
 from maild.store.models import Event
@@ -190,3 +189,24 @@ def test_breach_can_raise_the_priority(engine: Engine, tmp_path: Path) -> None:
     assert case.priority == "high"
     assert any(h.field == "priority" and h.via == "timer" for h in case.history)
     assert not [m for m in desk.outbox() if m.recipient == "ann@acme.test" and m.kind != "case_created"]
+
+
+def test_the_timer_runs_no_rules(engine: Engine, tmp_path: Path) -> None:
+    """The timer's events and its priority raise go through casework.change_case with
+    run_rules=False: rules have never acted on them, and the one sequence keeps it so (a rule
+    on `event = sla_breached` still acts on nothing until that is decided on purpose)."""
+    import dataclasses
+
+    from maild.config import RuleConfig
+
+    desk = contracts_desk(engine, tmp_path, raise_priority_on_breach=True)
+    desk.rt = dataclasses.replace(desk.rt, config=dataclasses.replace(desk.rt.config, rules=[
+        RuleConfig("breaches", when={"event": "sla_breached"}, then={"add_tags": ["breached"]}),
+        RuleConfig("raised", when={"event": "priority_changed"}, then={"add_tags": ["raised"]})]))
+    put_in_contract(desk, "VIP", "acme.test")
+    n = desk.ingest(mail("ann@acme.test", "Payment failed")).case_number
+    desk.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert (n, "sla_breached", "first_response") in tick(desk)
+    case = desk.case(n)
+    assert case.priority == "high"
+    assert not {"breached", "raised"} & {t.tag for t in case.tags}

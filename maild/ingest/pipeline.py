@@ -15,8 +15,10 @@ The steps, in order:
 3. an agent's reply to the notice of a held mail releases that mail (`_release_held`);
 4. matching to a case (threading.match) and who is speaking (rules.senders); a mail whose From
    is an agent's but that is not authenticated is held (`_hold_agent_mail`): it joins no case;
-5. an agent's reply: commands all-or-nothing, then a note or a public post (`_agent_mail`);
-   anything else: a customer's post or a new case (`_customer_mail`);
+5. an agent's reply: commands all-or-nothing, then a note or a public post (`_agent_mail`),
+   through `casework.change_case`, the one sequence that changes a case (plan, apply, the
+   post, detach, rules, SLA, forward, notify) that `maild case update` and the SLA timer run
+   too; anything else: a customer's post or a new case (`_customer_mail`);
 6. notifications of the transaction's events, one mail per recipient (notify.fanout).
 Every trust decision (agent or not, held, bounce believed or not) is in the Outcome with its
 reason, which the SMTP/IMAP log line and `maild inspect` show.
@@ -25,13 +27,13 @@ reason, which the SMTP/IMAP log line and `maild inspect` show.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
+from maild.casework import apply_rules, change_case, update_case
 from maild.config import AgentConfig
 from maild.ingest.bounces import ingest_bounce
 from maild.ingest.delivery import Delivery, Outcome, Quarantined
@@ -39,23 +41,14 @@ from maild.ingest.parse import InboundMessage, parse_message
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
 from maild.notify.audiences import Recipient
-from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail, start_stream
+from maild.notify.casemail import CaseMail, queue_case_mail, start_stream
 from maild.notify.fanout import queue_notifications
 from maild.notify.held import queue_hold_notice
-from maild.rules.commands import (
-    Command,
-    DetachRequest,
-    ForwardRequest,
-    ParsedReply,
-    parse_reply_commands,
-    plan_commands,
-)
+from maild.rules.commands import ParsedReply, parse_reply_commands
 from maild.rules.loops import Classification, classify
-from maild.rules.routing import Facts, plan_rules
 from maild.rules.senders import Speaker, identify_speaker
 from maild.runtime import Runtime
 from maild.store import cases as case_store
-from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
 from maild.store.raw_messages import keep_raw, raw_message
@@ -66,7 +59,7 @@ from maild.threading.reply import extract_reply
 from maild.threading.subject import CASE_TAG_RE, strip_prefixes
 from maild.threading.tokens import ReplyToken, agent_key, split_plus_address
 
-__all__ = ["Delivery", "Outcome", "ingest_message"]
+__all__ = ["Delivery", "Outcome", "ingest_message", "update_case"]  # update_case: its old import path
 
 log = structlog.get_logger("maild.pipeline")
 
@@ -462,39 +455,6 @@ def _attachment_events(session: Session, case: Case, post: Post, actor: str, now
                                     sha256=a.sha256, size=a.size) for a in post.attachments]
 
 
-@dataclass
-class Routed:
-    """What rules did in one transaction: their events, who else to tell, auto-replies to send."""
-
-    events: list[Event] = field(default_factory=list)
-    notify: dict[str, list[str]] = field(default_factory=dict)
-    auto_replies: dict[str, str] = field(default_factory=dict)  # event kind -> template
-
-
-def apply_rules(session: Session, rt: Runtime, case: Case, events: list[Event], *, post: Post | None,
-                sender: str) -> Routed:
-    """Runs `[[rules]]` for each event of the transaction; their actions are in the history under
-    the rule's name. Events that rules raise run no rules again."""
-    routed = Routed()
-    if not rt.config.rules:
-        return routed
-    now = rt.clock()
-    org = case.organization
-    for event in list(events):
-        facts = Facts(event=event.kind, mailbox=case.mailbox, sender=sender,
-                      organization=(org.name, *(d.domain for d in org.domains)) if org else (),
-                      subject=case.subject, body=post.body if post else "", type=case.type,
-                      tags=tuple(t.tag for t in case.tags), priority=case.priority)
-        for actions in plan_rules(rt.config.rules, facts):
-            routed.events += apply_changes(session, case, actions.changes, actor=f"rule:{actions.rule}", via="rule",
-                                           now=now, rule=actions.rule)
-            if actions.notify:
-                routed.notify.setdefault(event.kind, []).extend(actions.notify)
-            if actions.auto_reply:
-                routed.auto_replies[event.kind] = actions.auto_reply
-    return routed
-
-
 def _note_omitted_parts(session: Session, msg: InboundMessage, stored: Message, case: Case, rt: Runtime) -> None:
     """Parts past [protection] max_mime_parts were not kept as attachments (SPEC §11): an
     internal note tells the agents, so that none takes the case's files for the whole mail."""
@@ -533,41 +493,34 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     else:  # an agent's out-of-office must neither run commands nor answer the customer
         parsed = ParsedReply(visibility="internal", commands=[], errors=[], text=reply.text.strip())
     visibility = parsed.visibility or ("internal" if _answers_a_note(session, msg, match) else "public")
-    snapshot = case_snapshot(case)
-    plan = plan_commands(parsed.commands, snapshot, agent, rt.config, now)
-    errors = parsed.errors + plan.errors
-    outcome = Outcome("refused" if errors else "threaded", case.number, match.rule, classification.kind,
+    in_reply_to = _last_customer_message_id(session, case) if visibility == "public" else msg.message_id
+
+    def write_post() -> tuple[Post | None, list[Event]]:
+        """The reply's text and files, between the commands' changes and /detach."""
+        events: list[Event] = []
+        post = None
+        if parsed.text.strip() or msg.attachments:
+            post = _add_post(session, msg, stored, case, actor, "agent", visibility, parsed.text, rt, html="")
+            events.append(case_store.record_event(session, case, f"post_{visibility}", actor, now, post=post.id))
+            events += _attachment_events(session, case, post, actor, now)
+        _note_omitted_parts(session, msg, stored, case, rt)
+        return post, events
+
+    done = change_case(session, rt, case, actor=agent, via="mail", commands=parsed.commands, refused=parsed.errors,
+                       write_post=write_post, notify=classification.kind == "normal", in_reply_to=in_reply_to,
+                       now=now)
+    outcome = Outcome("refused" if done.errors else "threaded", case.number, match.rule, classification.kind,
                       visibility=visibility, reply_text=parsed.text, commands=[c.source for c in parsed.commands],
-                      errors=[f"line {e.line}: {e.source}: {e.reason}" for e in errors])
-    if errors:
+                      errors=[f"line {e.line}: {e.source}: {e.reason}" for e in done.errors])
+    if done.errors:
         queue_case_mail(session, rt, case, CaseMail(
             template="command_errors", recipient=Recipient(actor, agent.name, "agent"), auto_submitted="auto-replied",
-            in_reply_to=msg.message_id, context={"errors": errors}))
+            in_reply_to=msg.message_id, context={"errors": done.errors}))
         outcome.notified = [actor]
         return outcome
-
-    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest | DetachRequest)]
-    events = apply_changes(session, case, changes, actor=actor, via="mail", now=now)
-    post = None
-    if parsed.text.strip() or msg.attachments:
-        post = _add_post(session, msg, stored, case, actor, "agent", visibility, parsed.text, rt, html="")
-        events.append(case_store.record_event(session, case, f"post_{visibility}", actor, now, post=post.id))
-        events += _attachment_events(session, case, post, actor, now)
-    _note_omitted_parts(session, msg, stored, case, rt)
-    events += detach_attachments(session, case, [c.filename for c in plan.changes if isinstance(c, DetachRequest)],
-                                 actor=actor, via="mail", now=now)
-    routed = apply_rules(session, rt, case, events, post=post, sender=actor)
-    events += routed.events
-    follow_sla(session, rt.config, rt.calendars, case, events, post, now)
     case.updated_at = now
-    for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
-        _queue_forward(session, rt, case, forward, agent)
-        outcome.notified.append(forward.address)
-    in_reply_to = _last_customer_message_id(session, case) if visibility == "public" else msg.message_id
-    if classification.kind == "normal":
-        outcome.notified += queue_notifications(session, rt, case, events, post=post, in_reply_to=in_reply_to,
-                                                actor_name=agent.name, extra=routed.notify)
-    outcome.events = [e.kind for e in events]
+    outcome.notified = done.forwarded + done.notified
+    outcome.events = [e.kind for e in done.events]
     return outcome
 
 
@@ -586,42 +539,3 @@ def _last_customer_message_id(session: Session, case: Case) -> str | None:
     customers = case_store.customer_addresses(session, case)
     rows = read(session, _LAST_FROM, {"case": case.number, "senders": customers})
     return rows[0][0] if rows else None
-
-
-def _queue_forward(session: Session, rt: Runtime, case: Case, forward: ForwardRequest, agent: AgentConfig) -> None:
-    """/forward: summary, history and posts; internal notes only when asked for."""
-    posts = [p for p in case.posts if forward.with_notes or p.visibility == "public"]
-    queue_case_mail(session, rt, case, CaseMail(
-        template=case_store.FORWARD, recipient=Recipient(forward.address, "", "customer"),
-        auto_submitted="auto-generated",
-        from_name=f"{agent.name or agent.email} via {mailbox_name(rt, case)}",
-        context={"posts": posts, "history": list(case.history), "actor_name": agent.name or agent.email}))
-
-
-# --- the same path for the CLI --------------------------------------------------------------
-
-def update_case(session: Session, rt: Runtime, case: Case, commands: list[Command], actor: AgentConfig, *,
-                via: str, remove_attachments: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """`maild case update`: the mail commands' planning, history, rules and notifications,
-    all-or-nothing. Returns (events, errors); with errors nothing is changed."""
-    now = rt.clock()
-    plan = plan_commands(commands, case_snapshot(case), actor, rt.config, now)
-    known = {a.filename.casefold() for a in live_attachments(case)} | {a.sha256 for a in live_attachments(case)}
-    missing = [r for r in remove_attachments or [] if r.casefold() not in known]
-    errors = [f"{e.source}: {e.reason}" for e in plan.errors]
-    errors += [f"--remove-attachment {m}: no such attachment on case #{case.number}" for m in missing]
-    if errors:
-        return [], errors
-    actor_id = actor.email.lower()
-    changes = [c for c in plan.changes if not isinstance(c, ForwardRequest | DetachRequest)]
-    events = apply_changes(session, case, changes, actor=actor_id, via=via, now=now)
-    detach = [c.filename for c in plan.changes if isinstance(c, DetachRequest)] + list(remove_attachments or [])
-    events += detach_attachments(session, case, detach, actor=actor_id, via=via, now=now)
-    routed = apply_rules(session, rt, case, events, post=None, sender=actor_id)
-    events += routed.events
-    follow_sla(session, rt.config, rt.calendars, case, events, None, now)
-    for forward in (c for c in plan.changes if isinstance(c, ForwardRequest)):
-        _queue_forward(session, rt, case, forward, actor)
-    queue_notifications(session, rt, case, events, post=None, in_reply_to=None, actor_name=actor.name,
-                        extra=routed.notify)
-    return [e.kind for e in events], []
