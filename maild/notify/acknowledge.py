@@ -78,7 +78,7 @@ def acknowledge_case(session: Session, rt: Runtime, case: Case, msg: InboundMess
 
 def queue_acknowledgement(session: Session, rt: Runtime, case: Case, msg: InboundMessage,
                           recipient: Contact, template: str = "case_created") -> str:
-    """Renders the acknowledgement into the outbox; returns its Message-ID."""
+    """Queues the acknowledgement in the outbox; returns its Message-ID."""
     return queue_case_mail(session, rt, case, CaseMail(
         template=template, recipient=Recipient(recipient.email, recipient.name, "customer"),
         auto_submitted="auto-replied", in_reply_to=msg.message_id,

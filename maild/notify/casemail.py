@@ -1,5 +1,6 @@
-"""One mail about a case to one recipient, rendered and written to the outbox in the caller's
-transaction: the headers every case mail carries (SPEC §4, §11) in one place."""
+"""One mail about a case to one recipient, written to the outbox in the caller's transaction as
+data (the outbox worker renders it: notify.outgoing): the headers every case mail carries
+(SPEC §4, §11) in one place."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from sqlalchemy.orm import Session
 
 from maild.headers import is_mail_address
 from maild.notify.audiences import Recipient
-from maild.notify.compose import compose_mail, new_message_id
-from maild.notify.render import SharedRenders, render_for_mail
+from maild.notify.compose import new_message_id
+from maild.notify.mailcontext import dump_context
+from maild.notify.outgoing import Headers
+from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
 from maild.store.cases import FORWARD, Stream, references, stream_message_ids
 from maild.store.contacts import unmailed_contacts
@@ -78,12 +81,11 @@ def _threading(session: Session, case: Case, mail: CaseMail) -> tuple[str | None
 
 def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
                     renders: SharedRenders | None = None) -> str | None:
-    """Renders `mail` into the outbox; returns its Message-ID. The Reply-To token is the
-    customer side's for customers and the recipient's own for agents. `renders`: mails of
-    one fan-out, rendered once where they read alike. None, and logged, for an address no
-    header can carry (neither plain nor internationalized as RFC 6531 has it: a contact of
-    older data) or a template that renders neither as the admin's nor as the built-in one:
-    the mail that caused it is not lost over one mail out."""
+    """Writes `mail` to the outbox as data; returns its Message-ID. The Reply-To token is the
+    customer side's for customers and the recipient's own for agents. None, and logged, for an
+    address no header can carry (neither plain nor internationalized as RFC 6531 has it: a
+    contact of older data): the mail that caused it is not lost over one mail out. `renders`:
+    no longer used (the outbox worker shares renders of one fan-out), kept for callers."""
     name = mailbox_name(rt, case)
     rcpt = mail.recipient
     if not is_mail_address(rcpt.email):
@@ -92,27 +94,23 @@ def queue_case_mail(session: Session, rt: Runtime, case: Case, mail: CaseMail,
         return None
     agent = rcpt.email if rcpt.kind == "agent" else None
     token = make_token(rt.secret, case.number, agent, internal=mail.internal_token)
-    context = {"case": case, "recipient": rcpt, "requester": case.requester, "mailbox": case.mailbox,
-               "mailbox_name": name, **mail.context}
-    rendered = render_for_mail(renders or rt.renderer, mail.template, context)
-    if rendered is None:
-        return None
+    context = {"case": case, "requester": case.requester, "mailbox": case.mailbox, "mailbox_name": name,
+               **mail.context}
     now = rt.clock()
     message_id = new_message_id(rt.config.server.hostname)
     in_reply_to, refs = _threading(session, case, mail)
-    files = [(a.filename, a.content_type, rt.attachment_store.get(a.sha256)) for a in mail.attachments]
-    raw = compose_mail(
-        mail_from=case.mailbox, from_name=mail.from_name or name, to=rcpt.email, to_name=rcpt.name,
-        reply_to=reply_address(case.mailbox, token), subject=rendered.subject, text=rendered.text,
-        html=rendered.html, message_id=message_id, in_reply_to=in_reply_to, references=refs, now=now,
-        auto_submitted=mail.auto_submitted, attachments=files,
-    )
+    headers = Headers(
+        to=rcpt.email, to_name=rcpt.name, to_kind=rcpt.kind, mail_from=case.mailbox,
+        from_name=mail.from_name or name, reply_to=reply_address(case.mailbox, token), in_reply_to=in_reply_to,
+        references=refs, auto_submitted=mail.auto_submitted,
+        attachments=[(a.filename, a.content_type, a.sha256) for a in mail.attachments])
     streams = _streams(session, case.number)
     streams.agents.append(message_id)
     if to_customer_side(mail):
         streams.customers.append(message_id)
     unmailed_contacts(session).discard(rcpt.email)
     enqueue_mail(session, case_number=case.number, message_id=message_id, kind=mail.template,
-                 mail_from=bounce_address(case.mailbox, rt.secret, message_id), recipient=rcpt.email, raw=raw,
+                 mail_from=bounce_address(case.mailbox, rt.secret, message_id), recipient=rcpt.email,
+                 context=dump_context(context), headers=headers.as_json(),
                  automatic=mail.auto_submitted is not None, now=now)
     return message_id

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import re
 import uuid
 from datetime import datetime
@@ -176,10 +177,18 @@ def _b64(data: bytes) -> bytes:
     return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
+def _boundary(seed: str | None, part: str) -> str:
+    """32 hex digits: from the seed (no text holds them by chance), or random."""
+    if seed is None:
+        return uuid.uuid4().hex
+    return hashlib.blake2b(f"{part}\0{seed}".encode(), digest_size=16).hexdigest()
+
+
 def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", reply_to: str,
                  subject: str, text: str, html: str, message_id: str, in_reply_to: str | None,
                  references: list[str], now: datetime, auto_submitted: str | None,
-                 attachments: list[tuple[str, str, bytes]] | tuple[()] = ()) -> bytes:
+                 attachments: list[tuple[str, str, bytes]] | tuple[()] = (),
+                 boundary_seed: str | None = None) -> bytes:
     """multipart/alternative (in multipart/mixed with `attachments`: name, type, bytes);
     `auto_submitted` marks it automatic (RFC 3834) and asks robots not to answer.
 
@@ -187,7 +196,9 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
     mail addresses (maild.headers.is_mail_address) and `message_id` plain (ValueError
     otherwise); an `in_reply_to` or reference that is not a plain Message-ID is left out, since
     it came from someone else's mail (a UTF-8 one is kept in a mail to a UTF-8 address only).
-    The header section is ASCII unless the To address has a UTF-8 local part."""
+    The header section is ASCII unless the To address has a UTF-8 local part. `boundary_seed`
+    (the outbox passes the Message-ID): MIME boundaries derived from it, so building the same
+    mail again gives the same bytes; random ones otherwise."""
     headers = [
         _mailbox("From", mail_from, from_name),
         _mailbox("To", to, to_name),
@@ -212,7 +223,7 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
                     f"Precedence: {'auto_reply' if auto_submitted == 'auto-replied' else 'bulk'}"]
     headers.append("MIME-Version: 1.0")
 
-    alt = "alt-" + uuid.uuid4().hex
+    alt = "alt-" + _boundary(boundary_seed, "alt")
     qp = b"Content-Transfer-Encoding: quoted-printable"
     body = [
         f"--{alt}".encode(), b'Content-Type: text/plain; charset="utf-8"', qp, b"", _qp(text),
@@ -222,7 +233,7 @@ def compose_mail(*, mail_from: str, from_name: str, to: str, to_name: str = "", 
     if not attachments:
         head = [*headers, f'Content-Type: multipart/alternative; boundary="{alt}"']
         return CRLF.join(h.encode("utf-8") for h in head) + CRLF + CRLF + CRLF.join(body)
-    mixed = "mix-" + uuid.uuid4().hex
+    mixed = "mix-" + _boundary(boundary_seed, "mix")
     parts = [f"--{mixed}".encode(), f'Content-Type: multipart/alternative; boundary="{alt}"'.encode(), b"", *body]
     for filename, content_type, data in attachments:
         parts += [f"--{mixed}".encode(), f"Content-Type: {_content_type(content_type)}".encode(),

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from maild.notify.audiences import Recipient, agent_recipient, recipients_of
 from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail
-from maild.notify.render import SharedRenders
 from maild.runtime import Runtime
 from maild.store.models import Case, Event, Post
 
@@ -71,7 +70,6 @@ def queue_notifications(session: Session, rt: Runtime, case: Case, events: list[
                         extra: dict[str, list[str]] | None = None) -> list[str]:
     """Writes one mail per recipient to the outbox; returns their addresses (for the log)."""
     sent = []
-    renders = SharedRenders(rt.renderer)
     for share in audiences(rt, case, events, post, extra):
         kinds = [e.kind for e in share.events]
         main = next((k for k in (*MAIN_EVENTS, *CHANGE_EVENTS) if k in kinds), "case_updated")
@@ -89,7 +87,7 @@ def queue_notifications(session: Session, rt: Runtime, case: Case, events: list[
             in_reply_to=in_reply_to,
             attachments=list(post.attachments) if (post is not None and to_customer and by_agent_publicly) else [],
         )
-        queue_case_mail(session, rt, case, mail, renders)
+        queue_case_mail(session, rt, case, mail)
         sent.append(share.recipient.email)
     return sent
 

@@ -1,6 +1,12 @@
-"""The outbox worker: sends committed mail, retries temporary failures with backoff, and
-records permanent ones (visible in the CLI). Runs on the daemon's event loop; database and
+"""The outbox worker: builds and sends committed mail, retries temporary failures with backoff,
+and records permanent ones (visible in the CLI). Runs on the daemon's event loop; database and
 network calls run in threads.
+
+A row holds what its mail needs as data; the worker renders its template and composes it just
+before the send (notify.outgoing), with the templates of the runtime it is given, which SIGHUP
+replaces. A mail that cannot be built (a template that fails, an attachment gone) fails alone,
+with the error in `maild outbox list`; such rows go out again when the templates are read
+again: at the worker's start and when the runtime changes (a reload).
 
 Each send is noted right after it in a journal file of this process (one write, no fsync: it
 outlives a killed process, not a power cut), which the next start records; the database gets
@@ -27,7 +33,10 @@ from pathlib import Path
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.notify.outgoing import MailNotBuilt, build_mail
+from maild.notify.render import SharedRenders
 from maild.notify.transport import DeliveryError, Transport
+from maild.runtime import Runtime, build_runtime
 from maild.store.outbox import (
     Claimed,
     claim_due,
@@ -35,7 +44,9 @@ from maild.store.outbox import (
     mark_failed,
     mark_sent,
     mark_sent_if_pending,
+    mark_unbuilt,
     next_due_at,
+    retry_unbuilt,
 )
 from maild.supervise import Incident, TaskHealth, describe
 
@@ -62,6 +73,11 @@ class _Result:
     at: datetime
     attempts: int  # before this one
     error: DeliveryError | None
+    unbuilt: str | None = None  # the mail could not be built: why (no send was tried)
+
+    @property
+    def sent(self) -> bool:
+        return self.error is None and self.unbuilt is None
 
 
 class SentJournal:
@@ -125,9 +141,12 @@ class SentJournal:
 class OutboxWorker:
     def __init__(self, sessions: sessionmaker[Session], transport: Transport,
                  clock: Callable[[], datetime], max_attempts: int, *, send_timeout: float = 30.0,
-                 health: TaskHealth | None = None, journal_dir: Path | None = None):
+                 health: TaskHealth | None = None, journal_dir: Path | None = None,
+                 runtime: Callable[[], Runtime] | None = None):
         """`send_timeout`: the transport's bound on one send; claims last a little longer.
-        `journal_dir`: where sends are noted before they are recorded (the daemon's data folder)."""
+        `journal_dir`: where sends are noted before they are recorded (the daemon's data folder).
+        `runtime`: the daemon's current Runtime (its templates and attachments); without it, one
+        built now from the transport's config, with every template read now."""
         self.sessions = sessions
         self.transport = transport
         self.clock = clock
@@ -143,6 +162,22 @@ class OutboxWorker:
         self.relay_problem: str | None = None  # why the last pass stopped early, if the relay was the cause
         self.journal = SentJournal(journal_dir) if journal_dir is not None else None
         self._orphans_checked = float("-inf")
+        self.runtime = runtime or _own_runtime(transport, clock)
+        self._templates_of: Runtime | None = None  # the runtime whose templates unbuilt rows last met
+
+    def _renderer(self) -> tuple[Runtime | None, SharedRenders | None]:
+        """This pass's runtime and renders; the first pass with a runtime (a start, a reload) sends
+        the mails that could not be built before out again."""
+        rt = self.runtime() if self.runtime is not None else None
+        if rt is None:
+            return None, None
+        if rt is not self._templates_of:
+            with self.sessions() as session, session.begin():
+                again = retry_unbuilt(session, self.clock())
+            if again:
+                log.info("mails that could not be built are tried again with the templates read now", count=again)
+            self._templates_of = rt
+        return rt, SharedRenders(rt.renderer)
 
     def stop(self) -> None:
         """The pass under way ends after the send in flight (at most one send's timeout)."""
@@ -209,6 +244,7 @@ class OutboxWorker:
         self.relay_problem = None
         self._flush()
         self._adopt_orphans()
+        rt, renders = self._renderer()
         with self.sessions() as session, session.begin():
             claimed = claim_due(session, self.clock(), limit, self.lease)
         if not claimed:
@@ -222,7 +258,7 @@ class OutboxWorker:
                     if self._stopping:
                         break
                     held.remove(row.id)
-                    result = self._send(row)
+                    result = self._send(row, rt, renders)
                     pending.append(result)
                     if self.journal is None or time.monotonic() - recorded_at >= RECORD_EVERY_SECONDS:
                         self._record(pending, held)
@@ -237,9 +273,22 @@ class OutboxWorker:
                 self._give_back(held)
         return len(claimed) - len(held)
 
-    def _send(self, row: Claimed) -> _Result:
+    def _build(self, row: Claimed, rt: Runtime | None, renders: SharedRenders | None) -> bytes:
+        if row.raw is not None:
+            return row.raw
+        if rt is None or renders is None:
+            raise MailNotBuilt("no templates: this outbox worker was given no runtime")
+        return build_mail(row, renders, rt.attachment_store)
+
+    def _send(self, row: Claimed, rt: Runtime | None = None, renders: SharedRenders | None = None) -> _Result:
         try:
-            self.transport.send(row.mail_from, row.recipient, row.raw)
+            raw = self._build(row, rt, renders)
+        except MailNotBuilt as e:
+            log.error("mail not built, not sent", message_id=row.message_id, recipient=row.recipient,
+                      case=row.case_number, template=row.kind, error=str(e))
+            return _Result(row.id, row.message_id, self.clock(), row.attempts, None, unbuilt=str(e))
+        try:
+            self.transport.send(row.mail_from, row.recipient, raw)
         except DeliveryError as e:
             attempt = row.attempts + 1
             fields = {"message_id": row.message_id, "recipient": row.recipient, "error": str(e), "attempt": attempt}
@@ -255,11 +304,13 @@ class OutboxWorker:
         return _Result(row.id, row.message_id, at, row.attempts, None)
 
     def _apply(self, session: Session, results: list[_Result]) -> None:
-        sent = [r for r in results if r.error is None]
+        sent = [r for r in results if r.sent]
         if sent:  # one UPDATE; sent_at is the last send's time (they lie RECORD_EVERY_SECONDS apart at most)
             mark_sent(session, [r.row_id for r in sent], sent[-1].at)
         for r in results:
-            if r.error is not None:
+            if r.unbuilt is not None:
+                mark_unbuilt(session, r.row_id, r.unbuilt)
+            elif r.error is not None:
                 permanent = r.error.permanent or r.attempts + 1 >= self.max_attempts
                 mark_failed(session, r.row_id, str(r.error), permanent=permanent,
                             retry_at=r.at + backoff(r.attempts + 1))
@@ -309,9 +360,21 @@ class OutboxWorker:
             self._flush()
         except Exception as e:  # the journal keeps the sends; the next start records them
             log.warning("outbox results not recorded at stop; the next start records them from the journal",
-                        error=describe(e), message_ids=[r.message_id for r in self._unrecorded if r.error is None])
+                        error=describe(e), message_ids=[r.message_id for r in self._unrecorded if r.sent])
             if self.journal is not None:
                 self.journal.close(remove=False)
             return
         if self.journal is not None:
             self.journal.close(remove=True)
+
+
+def _own_runtime(transport: Transport, clock: Callable[[], datetime]) -> Callable[[], Runtime] | None:
+    """A worker not given the daemon's runtime builds one from its transport's config (see
+    notify.transport.make_transport), reading every template now: like the daemon's, it keeps
+    the templates it read at start. None without a config (a test's transport)."""
+    cfg = getattr(transport, "config", None)
+    if cfg is None:
+        return None
+    rt = build_runtime(cfg, clock)
+    rt.renderer.preload()
+    return lambda: rt

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import structlog
 
 import maild
 from maild.headers import clean_subject
@@ -68,6 +67,15 @@ class TemplateRenderer:
             pair = self._templates[name] = (self._text.get_template(template), self._html.get_template(template))
         return pair
 
+    def preload(self) -> None:
+        """Compiles every template in the folders now (one that does not compile fails when a
+        mail needs it), so that later changes to the files wait for a new renderer."""
+        for name in self._text.list_templates(extensions=["j2"]):
+            try:
+                self._compiled(name.removesuffix(".j2"))
+            except jinja2.TemplateError:
+                continue
+
     def render(self, name: str, context: dict[str, Any]) -> RenderedMail:
         text_template, html_template = self._compiled(name)
         ctx = text_template.new_context({**context, "part": "text"})
@@ -83,8 +91,6 @@ class TemplateRenderer:
         # One line whatever the template or case.subject held: no line break, no control (SPEC §11).
         return RenderedMail(subject=clean_subject(subject), text=text.strip() + "\n", html=html)
 
-
-log = structlog.get_logger("maild.render")
 
 _UNREAD = object()  # an attribute the recipient lacks
 
@@ -140,46 +146,20 @@ class SharedRenders:
 
     def __init__(self, renderer: TemplateRenderer):
         self._renderer = renderer
-        self._done: list[tuple[str, dict[str, Any], dict[str, object], RenderedMail]] = []
+        self._done: list[tuple[str, object, dict[str, object], RenderedMail]] = []
 
-    def render(self, name: str, context: dict[str, Any]) -> RenderedMail:
+    def render(self, name: str, context: dict[str, Any], key: str | None = None) -> RenderedMail:
+        """`key`: what stands for the rest of the context in comparisons (the outbox row's
+        context as stored, which is equal exactly when the context is)."""
         recipient = context["recipient"]
         rest = {k: v for k, v in context.items() if k != "recipient"}
+        same: object = rest if key is None else key
         for done_name, done_rest, read, rendered in self._done:
-            if done_name == name and done_rest == rest and \
+            if done_name == name and done_rest == same and \
                     all(getattr(recipient, k, _UNREAD) == v for k, v in read.items()):
                 return rendered
         watched = _Watched(recipient)
         rendered = self._renderer.render(name, {**rest, "recipient": watched})
         if not watched._whole:
-            self._done.append((name, rest, watched._read, rendered))
+            self._done.append((name, same, watched._read, rendered))
         return rendered
-
-
-_builtin: TemplateRenderer | None = None
-
-
-def builtin_renderer() -> TemplateRenderer:
-    """The templates maild ships, without the admin's overrides: the fallback of render_for_mail."""
-    global _builtin
-    if _builtin is None:
-        _builtin = TemplateRenderer(None)
-    return _builtin
-
-
-def render_for_mail(renderer: TemplateRenderer | SharedRenders, name: str,
-                    context: dict[str, Any]) -> RenderedMail | None:
-    """Renders a mail's template and never raises: a template that fails (an admin's override
-    with an error, a rule naming a broken one) must not cost the customer's mail, which is
-    stored in the same transaction. The built-in template stands in; where there is none that
-    works either, None, and the mail is not sent. Each failure is logged with the template."""
-    try:
-        return renderer.render(name, context)
-    except Exception as e:
-        log.error("template failed to render, the built-in one is used", template=name,
-                  error=f"{type(e).__name__}: {e}")
-    try:
-        return builtin_renderer().render(name, context)
-    except Exception as e:
-        log.error("template failed to render, mail not sent", template=name, error=f"{type(e).__name__}: {e}")
-        return None

@@ -51,6 +51,8 @@ class Transport(Protocol):
 class MaildirTransport:
     """Writes each mail into `new/` of a Maildir, so a person can read what would be sent."""
 
+    config: Config | None = None  # see make_transport
+
     def __init__(self, root: Path):
         self.root = root
         for sub in ("tmp", "new", "cur"):
@@ -159,6 +161,8 @@ QUIT_SECONDS = 5.0
 
 
 class SmtpTransport:
+    config: Config | None = None  # see make_transport
+
     def __init__(self, url: str, password: str | None, timeout: float, ca_file: Path | None = None, *,
                  local_hostname: str | None = None):
         """`local_hostname`: the name maild greets the relay with (`[server] hostname`); None is
@@ -334,12 +338,18 @@ def _code_of(e: smtplib.SMTPRecipientsRefused) -> int:
 
 
 def make_transport(cfg: Config) -> Transport:
+    """The transport `[outbound] url` names. It keeps `cfg` as `config`: an outbox worker the
+    daemon gives no runtime builds its templates from it (notify.outbox)."""
     url = cfg.outbound.url
+    transport: MaildirTransport | SmtpTransport
     if url.startswith("maildir://"):
-        return MaildirTransport(cfg.path(unquote(url[len("maildir://"):])))
-    password = None
-    if cfg.outbound.password_file:
-        password = cfg.path(cfg.outbound.password_file).read_text().strip()
-    ca_file = cfg.path(cfg.outbound.ca_file) if cfg.outbound.ca_file else None
-    return SmtpTransport(url, password, cfg.outbound.timeout_seconds, ca_file,
-                         local_hostname=cfg.server.hostname)
+        transport = MaildirTransport(cfg.path(unquote(url[len("maildir://"):])))
+    else:
+        password = None
+        if cfg.outbound.password_file:
+            password = cfg.path(cfg.outbound.password_file).read_text().strip()
+        ca_file = cfg.path(cfg.outbound.ca_file) if cfg.outbound.ca_file else None
+        transport = SmtpTransport(url, password, cfg.outbound.timeout_seconds, ca_file,
+                                  local_hostname=cfg.server.hostname)
+    transport.config = cfg
+    return transport

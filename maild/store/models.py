@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -290,7 +291,11 @@ class Event(Base):
 
 
 class OutboxMail(Base):
-    """A mail to send, rendered at commit so a retry sends exactly the same bytes."""
+    """A mail to send. The commit stores what the mail needs as data (`kind` names the template,
+    `context` its variables as JSON, `headers` the rest); the outbox worker renders and composes
+    it, so a template that fails costs that one row (failed, `render_failed`), never the change
+    that queued it. The Message-ID is fixed at commit: threading and bounces match on it.
+    `raw`: bytes queued ready-made (rows of older versions), sent as they are."""
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -304,8 +309,13 @@ class OutboxMail(Base):
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)
     mail_from: Mapped[str] = mapped_column(String(320))
     recipient: Mapped[str] = mapped_column(String(320))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    context: Mapped[str | None] = mapped_column(Text)  # JSON, notify.mailcontext's encoding
+    headers: Mapped[dict | None] = mapped_column(JSON)  # recipient, From, Reply-To, threading, attachments
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    # failed because the mail could not be built (template, attachment): tried again when the
+    # templates are read again (a start, a reload)
+    render_failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

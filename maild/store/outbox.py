@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -17,14 +18,19 @@ DEFAULT_CLAIM_LEASE = timedelta(seconds=35)
 
 
 def enqueue_mail(session: Session, *, case_number: int | None, message_id: str, kind: str,
-                 mail_from: str, recipient: str, raw: bytes, automatic: bool, now: datetime) -> None:
+                 mail_from: str, recipient: str, automatic: bool, now: datetime, raw: bytes | None = None,
+                 context: str | None = None, headers: dict[str, Any] | None = None) -> None:
     """A Core INSERT of every column, no model object, gathered with the transaction's other
     outbox rows into one executemany (store.rows.insert_later): nothing in the transaction
-    reads it but queries through store.rows.read, and the outbox worker reads it after commit."""
+    reads it but queries through store.rows.read, and the outbox worker reads it after commit.
+    Either `raw` (the finished mail) or `context` and `headers` (what the worker renders the
+    template `kind` with; notify.outgoing)."""
+    assert (raw is None) != (context is None and headers is None), "raw bytes, or a context and headers"
     insert_later(session, OutboxMail.__table__, {
         "case_number": case_number, "message_id": message_id, "kind": kind, "automatic": automatic,
-        "mail_from": mail_from, "recipient": recipient.lower(), "raw": raw, "status": "pending", "attempts": 0,
-        "next_attempt_at": now, "last_error": None, "created_at": now, "sent_at": None})
+        "mail_from": mail_from, "recipient": recipient.lower(), "raw": raw, "context": context, "headers": headers,
+        "status": "pending", "render_failed": False, "attempts": 0, "next_attempt_at": now, "last_error": None,
+        "created_at": now, "sent_at": None})
 
 
 # Both rate limits of an acknowledgement in one indexed query (ix_outbox_recipient_created).
@@ -48,15 +54,20 @@ def count_sent_to(session: Session, recipient: str, *, kind: str, kind_since: da
 
 @dataclass(frozen=True)
 class Claimed:
-    """A due mail taken by one outbox pass (plain columns: the pass sends and records, it
-    reads nothing else of the row)."""
+    """A due mail taken by one outbox pass (plain columns: the pass builds, sends and records
+    it, it reads nothing else of the row)."""
 
     id: int
     mail_from: str
     recipient: str
-    raw: bytes
+    raw: bytes | None  # None: built from kind (the template), context and headers
     attempts: int
     message_id: str
+    kind: str = ""
+    context: str | None = None
+    headers: dict[str, Any] | None = None
+    case_number: int | None = None
+    created_at: datetime | None = None
 
 
 def claim_due(session: Session, now: datetime, limit: int = 20,
@@ -67,7 +78,8 @@ def claim_due(session: Session, now: datetime, limit: int = 20,
     t = OutboxMail.__table__
     conn = session.connection()
     rows = [Claimed(*r) for r in conn.execute(
-        select(t.c.id, t.c.mail_from, t.c.recipient, t.c.raw, t.c.attempts, t.c.message_id)
+        select(t.c.id, t.c.mail_from, t.c.recipient, t.c.raw, t.c.attempts, t.c.message_id, t.c.kind,
+               t.c.context, t.c.headers, t.c.case_number, t.c.created_at)
         .where(t.c.status == "pending", t.c.next_attempt_at <= now)
         .order_by(t.c.id).limit(limit).with_for_update(skip_locked=True))]
     if rows:
@@ -117,3 +129,27 @@ def mark_sent_if_pending(session: Session, sends: list[tuple[int, str, str, date
             t.c.id == row_id, t.c.message_id == message_id, t.c.recipient == recipient, t.c.status == "pending",
         ).values(status="sent", sent_at=at, attempts=t.c.attempts + 1, last_error=None)).rowcount
     return marked
+
+
+def mark_unbuilt(session: Session, row_id: int, error: str) -> None:
+    """A mail that could not be built (its template failed, an attachment is gone): failed, with
+    the error for `maild outbox list`, until retry_unbuilt. No delivery was tried: attempts stay."""
+    session.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(
+        status="failed", render_failed=True, last_error=error[:2000]))
+
+
+def retry_unbuilt(session: Session, now: datetime) -> int:
+    """The mails that could not be built go out again (the templates were read again: a start,
+    a reload); returns how many."""
+    t = OutboxMail.__table__
+    return session.connection().execute(update(t).where(t.c.render_failed.is_(True), t.c.status == "failed").values(
+        status="pending", render_failed=False, next_attempt_at=now)).rowcount
+
+
+def retry_failed(session: Session, now: datetime, row_ids: list[int] | None = None) -> int:
+    """`maild outbox retry ID|--failed` (SPEC §12): failed rows (all, or these) pending again with
+    their attempts counted afresh; returns how many."""
+    t = OutboxMail.__table__
+    where = [t.c.status == "failed"] + ([t.c.id.in_(row_ids)] if row_ids is not None else [])
+    return session.connection().execute(update(t).where(*where).values(
+        status="pending", render_failed=False, attempts=0, next_attempt_at=now)).rowcount

@@ -72,19 +72,49 @@ def wait_log(d: Daemon, event: str, timeout: float = 10) -> list[dict]:
     return found
 
 
-def test_a_template_that_fails_to_render_costs_no_customer_mail(database: Database, sink: Sink, tmp_path: Path,
-                                                                stopped: list[Daemon]) -> None:
-    d = start_desk(tmp_path, database, sink, {"case_created": FAILING_CASE_CREATED})
-    stopped.append(d)
+def wait_outbox(d: Daemon, status: str, count: int, timeout: float = 15) -> list[dict]:
+    """`maild outbox list --status S --json`, once it lists `count` mails."""
+    deadline = time.monotonic() + timeout
+    while len(rows := d.cli_json("outbox", "list", "--status", status)) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return rows
+
+
+@pytest.mark.parametrize(("template", "error"), [(FAILING_CASE_CREATED, "Contact object' has no attribute 'nmae'"),
+                                                 (BROKEN_SYNTAX, "TemplateSyntaxError")],
+                         ids=["undefined-attribute", "syntax-error"])
+def test_a_template_that_fails_to_render_fails_its_mails_and_costs_no_customer_mail(
+        database: Database, sink: Sink, tmp_path: Path, stopped: list[Daemon], template: str, error: str) -> None:
+    d = start_desk(tmp_path, database, sink, {"case_created": template})
     d.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire", "It burns."),
            "jane@acme.test", ["support@example.com"])
-    (ack,) = wait_count(sink, "jane@acme.test", 1)
-    assert "[#1]" in str(ack.message["Subject"]) and "we have received your message" in text_of(ack)  # built-in
-    assert wait_count(sink, "alice@example.com", 1)
+    # the customer's mail is a case; its acknowledgement and the team's notice fail, with the error
+    failed = wait_outbox(d, "failed", 3)
+    assert sorted(m["recipient"] for m in failed) == ["alice@example.com", "bob@example.com", "jane@acme.test"]
+    assert all(m["kind"] == "case_created" and m["case"] == 1 and error in m["last_error"]
+               and "case_created.j2" in m["last_error"] and m["attempts"] == 0 for m in failed)
     assert [c["subject"] for c in d.cases()] == ["Printer on fire"]
     assert quarantined(tmp_path) == []
-    failed = log_events(d, "template failed to render, the built-in one is used")
-    assert failed and failed[0]["template"] == "case_created" and "nmae" in failed[0]["error"]
+    assert sink.caught == []
+    (logged, *_) = log_events(d, "mail not built, not sent")
+    assert logged["template"] == "case_created" and logged["case"] == 1 and error in logged["error"]
+    # a mail the template does not concern still goes: the failure is those rows' alone
+    d.cli("case", "update", "1", "--stage", "resolved")
+    (resolved,) = wait_count(sink, "jane@acme.test", 1)
+    assert "resolved" in text_of(resolved)
+    # the admin fixes the template; a start reads it again and the failed mails go out, once
+    (tmp_path / "tpl" / "case_created.j2").unlink()
+    assert d.stop() == 0, d.log()
+    d.start()
+    stopped.append(d)
+    wait_count(sink, "jane@acme.test", 2)
+    assert wait_count(sink, "alice@example.com", 1) and wait_count(sink, "bob@example.com", 1)
+    (ack,) = [m for m in sink.to("jane@acme.test") if "we have received your message" in text_of(m)]
+    assert str(ack.message["Subject"]) == "[#1] Printer on fire"
+    assert str(ack.message["Message-ID"]).strip("<>") in {m["message_id"] for m in failed}  # the one of the commit
+    assert len(wait_outbox(d, "sent", 4)) == 4 and d.cli_json("outbox", "list", "--status", "failed") == []
+    time.sleep(1)
+    assert len(sink.caught) == 4  # each once
 
 
 def test_sighup_with_a_broken_template_is_refused_and_the_running_one_kept(database: Database, sink: Sink,
