@@ -16,6 +16,7 @@ from maild.ingest.delivery import Outcome
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
+from maild.notify.outgoing import build_mail
 from maild.runtime import Runtime, build_runtime
 from maild.store.db import make_sessionmaker
 from maild.store.models import Case, OutboxMail
@@ -72,5 +73,10 @@ class Desk:
             return c
 
     def outbox(self) -> list[OutboxMail]:
+        """The outbox rows, each with `raw` as the outbox worker builds it (the commit stores data)."""
         with self.sessions() as s:
-            return list(s.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+            rows = list(s.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+        for row in rows:
+            if row.raw is None:
+                row.raw = build_mail(row, self.rt.renderer, self.rt.attachment_store)
+        return rows
