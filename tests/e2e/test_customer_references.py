@@ -15,35 +15,17 @@ import pytest
 
 from tests.conftest import Database
 from tests.support.daemon import Daemon
+from tests.support.mails import mail, token_of, wait_count
 from tests.support.sink import Caught, Sink
 
-TOKEN_RE = re.compile(r"(support\+[a-z0-9]+@example\.com)")
 AGENTS = ("alice@example.com", "bob@example.com", "carol@example.com")
 CUSTOMERS = ("jane@acme.test", "tom@acme.test")
 MSGID_RE = re.compile(r"<([^<>\s]+)>")
 
 
-def mail(frm: str, to: str, subject: str, body: str, msgid: str, cc: str | None = None,
-         in_reply_to: str | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", *([f"Cc: {cc}"] if cc else []), f"Subject: {subject}",
-             f"Message-ID: <{msgid}>", "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8"]
-    if in_reply_to:
-        lines += [f"In-Reply-To: <{in_reply_to}>", f"References: <{in_reply_to}>"]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
-
-
-def wait_count(sink: Sink, address: str, count: int, timeout: float = 15) -> list[Caught]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(sink.to(address)) < count:
-        time.sleep(0.05)
-    got = sink.to(address)
-    assert len(got) >= count, f"{address} got {len(got)} mails, waited for {count}"
-    return got
-
-
-def token_of(c: Caught) -> str:
-    return TOKEN_RE.search(str(c.message["Reply-To"])).group(1)
+def answering(msgid: str) -> dict[str, str]:
+    """The headers of a client's reply to `msgid`."""
+    return {"In-Reply-To": f"<{msgid}>", "References": f"<{msgid}>"}
 
 
 def named_ids(c: Caught) -> set[str]:
@@ -65,7 +47,7 @@ def desk(database: Database, sink: Sink, tmp_path: Path) -> Iterator[Daemon]:
 def test_customer_mail_threads_only_on_what_the_customer_side_saw(desk: Daemon, sink: Sink) -> None:
     opening = f"{uuid.uuid4().hex}@acme.test"
     desk.send(mail("Jane Customer <jane@acme.test>", "support@example.com", "VPN drops every hour",
-                   "My VPN drops every hour.", opening, cc="Tom <tom@acme.test>"),
+                   "My VPN drops every hour.", msgid=opening, cc="Tom <tom@acme.test>"),
               "jane@acme.test", ["support@example.com"])
     ack = wait_count(sink, "jane@acme.test", 1)[0]
     n = int(re.search(r"\[#(\d+)\]", str(ack.message["Subject"])).group(1))
@@ -75,17 +57,17 @@ def test_customer_mail_threads_only_on_what_the_customer_side_saw(desk: Daemon, 
 
     agent_mails = {f"{uuid.uuid4().hex}@example.com" for _ in range(4)}
     follow, note, answer, resolve = sorted(agent_mails)
-    desk.send(mail("Bob Agent <bob@example.com>", bob, subject, "/follow", follow), "bob@example.com", [bob])
+    desk.send(mail("Bob Agent <bob@example.com>", bob, subject, "/follow", msgid=follow), "bob@example.com", [bob])
     desk.send(mail("Alice Agent <alice@example.com>", alice, subject,
-                   "#note\nJane is on the legacy plan, do not offer the upgrade.", note),
+                   "#note\nJane is on the legacy plan, do not offer the upgrade.", msgid=note),
               "alice@example.com", [alice])
     wait_count(sink, "bob@example.com", 2)  # bob follows: he hears of the note
     desk.send(mail("Alice Agent <alice@example.com>", alice, subject,
-                   "Hi Jane,\nplease update the client to 5.2.\nAlice", answer, in_reply_to=note),
+                   "Hi Jane,\nplease update the client to 5.2.\nAlice", msgid=answer, headers=answering(note)),
               "alice@example.com", [alice])
     wait_count(sink, "jane@acme.test", 2)
     desk.send(mail("Alice Agent <alice@example.com>", alice, subject, "#note\n/stage resolved\nFixed by 5.2.",
-                   resolve, in_reply_to=answer),
+                   msgid=resolve, headers=answering(answer)),
               "alice@example.com", [alice])
     wait_count(sink, "jane@acme.test", 3)  # resolved is told to the customer side (SPEC §10)
     time.sleep(1.0)  # the outbox drains: every mail of the case is at the sink

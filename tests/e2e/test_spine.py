@@ -6,7 +6,6 @@ import json
 import re
 import smtplib
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,19 +14,10 @@ import pytest
 from tests.conftest import Database
 from tests.support.daemon import Daemon
 from tests.support.faults import break_inserts, mend_inserts
-from tests.support.sink import Caught, Sink
+from tests.support.mails import mail, wait_count
+from tests.support.sink import Sink
 
 TOKEN_ADDR_RE = re.compile(r"support\+[a-z0-9]+@example\.com")
-
-
-def mail(frm: str, to: str, subject: str, body: str, *, msgid: str | None = None,
-         headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", f"Subject: {subject}",
-             f"Message-ID: <{msgid or uuid.uuid4().hex + '@client.test'}>",
-             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
 
 
 @pytest.fixture
@@ -38,15 +28,6 @@ def desk(database: Database, sink: Sink, tmp_path: Path) -> Iterator[Daemon]:
     assert d.stop() == 0, d.log()
 
 
-def ack_to(sink: Sink, address: str, count: int = 1) -> list[Caught]:
-    found = sink.wait_for(lambda c: address in c.rcpt_tos)
-    deadline = time.monotonic() + 5
-    while len(found) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-        found = sink.to(address)
-    return found
-
-
 def posts(desk: Daemon, n: int) -> list[dict]:
     return desk.case(n)["posts"]
 
@@ -55,7 +36,7 @@ def test_customer_mail_threads_by_token_references_and_tag(desk: Daemon, sink: S
     first_mail = mail("Jane Customer <jane@acme.test>", "support@example.com", "Printer on fire",
                       "Hello,\nthe printer on floor 3 is on fire.\nJane", msgid="m1@acme.test")
     desk.send(first_mail, "jane@acme.test", ["support@example.com"])
-    (ack,) = ack_to(sink, "jane@acme.test")
+    (ack,) = wait_count(sink, "jane@acme.test", 1)
     msg = ack.message
     n = int(re.search(r"\[#(\d+)\]", msg["Subject"]).group(1))
     assert msg["Subject"] == f"[#{n}] Printer on fire"
@@ -148,7 +129,7 @@ def test_auto_reply_gets_no_acknowledgement(desk: Daemon, sink: Sink) -> None:
                    headers={"Auto-Submitted": "auto-replied"}), "ooo@partner.test", ["support@example.com"])
     desk.send(mail("jane@acme.test", "support@example.com", "Real", "Real mail"), "jane@acme.test",
               ["support@example.com"])
-    assert ack_to(sink, "jane@acme.test")  # the outbox is working ...
+    assert wait_count(sink, "jane@acme.test", 1)  # the outbox is working ...
     time.sleep(0.5)
     assert sink.to("ooo@partner.test") == []  # ... and sent nothing to the robot
 
@@ -203,5 +184,5 @@ def test_sigterm_stops_cleanly_and_restart_keeps_numbering(database: Database, s
     d.send(mail("jane@acme.test", "support@example.com", "Two", "2"), "jane@acme.test",
            ["support@example.com"])
     assert [c["subject"] for c in d.cases()] == ["One", "Two"]
-    assert len(ack_to(sink, "jane@acme.test", count=2)) == 2
+    assert len(wait_count(sink, "jane@acme.test", 2)) == 2
     assert d.stop() == 0

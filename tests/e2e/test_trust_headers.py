@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,10 @@ import pytest
 
 from tests.conftest import Database
 from tests.support.daemon import Daemon
+from tests.support.mails import mail, wait_count
 from tests.support.sink import Caught, Sink
 
+SUPPORT = "support@example.com"
 TOKEN_ADDRESS = re.compile(r"support\+[a-z0-9]+@example\.com")
 # What an outgoing maild mail carries: anything else in a mail at the sink was injected.
 WRITTEN = {"from", "to", "reply-to", "subject", "date", "message-id", "in-reply-to", "references", "auto-submitted",
@@ -31,14 +31,6 @@ INJECTING_CC_NAME = "Bob Bcc: all@evil.test X-Injected: yes"
 CONTROLS = "".join(map(chr, [*range(0x00, 0x20), *range(0x7F, 0xA0)]))
 
 
-def mail(frm: str, subject: str, body: str, *, cc: str | None = None, to: str = "support@example.com") -> bytes:
-    """As a mail client writes it: CRLF, a folded header where it is long."""
-    lines = [f"From: {frm}", f"To: {to}", *([f"Cc: {cc}"] if cc else []), f"Subject: {subject}",
-             f"Message-ID: <{uuid.uuid4().hex}@client.test>", "Date: Fri, 20 Nov 2026 10:00:00 +0000",
-             "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
-
-
 def encoded_word(text: str) -> str:
     return f"=?utf-8?b?{base64.b64encode(text.encode()).decode()}?="
 
@@ -49,15 +41,6 @@ def desk(database: Database, sink: Sink, tmp_path: Path) -> Iterator[Daemon]:
     d.start()
     yield d
     assert d.stop() == 0, d.log()
-
-
-def wait_count(sink: Sink, address: str, count: int, timeout: float = 30) -> list[Caught]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(sink.to(address)) < count:
-        time.sleep(0.05)
-    found = sink.to(address)
-    assert len(found) >= count, f"{address}: {len(found)} of {count} mails"
-    return found
 
 
 def case_number(c: Caught) -> int:
@@ -91,7 +74,8 @@ def assert_clean(c: Caught, to: str, to_name: str, from_name: str | None = None)
 
 
 def test_an_injecting_display_name_reaches_no_header_of_any_mail(desk: Daemon, sink: Sink) -> None:
-    desk.send(mail(INJECTING_FROM, "Printer on fire", "The printer on floor 3 is on fire.\nEve", cc=INJECTING_CC),
+    desk.send(mail(INJECTING_FROM, SUPPORT, "Printer on fire", "The printer on floor 3 is on fire.\nEve",
+                   cc=INJECTING_CC),
               "eve@evil.test", ["support@example.com"])
     (ack,) = wait_count(sink, "eve@evil.test", 1)
     (cc_ack,) = wait_count(sink, "victim@acme.test", 1)
@@ -108,15 +92,15 @@ def test_an_injecting_display_name_reaches_no_header_of_any_mail(desk: Daemon, s
 
     # The agent's public reply reaches both contacts named as first seen, and nothing else.
     token = TOKEN_ADDRESS.search(str(wait_count(sink, "alice@example.com", 1)[0].message["Reply-To"])).group(0)
-    desk.send(mail("Alice Agent <alice@example.com>", f"Re: [#{n}] Printer on fire", "We are on our way.",
-                   to=token), "alice@example.com", [token])
+    desk.send(mail("Alice Agent <alice@example.com>", token, f"Re: [#{n}] Printer on fire", "We are on our way."),
+              "alice@example.com", [token])
     reply = wait_count(sink, "eve@evil.test", 2)[-1]
     assert "We are on our way." in assert_clean(reply, "eve@evil.test", INJECTING_FROM_NAME)
     cc_reply = wait_count(sink, "victim@acme.test", 2)[-1]
     assert "We are on our way." in assert_clean(cc_reply, "victim@acme.test", INJECTING_CC_NAME)
 
     # The Cc'd contact writes on its own, without a name: its name is still the clean one.
-    desk.send(mail("victim@acme.test", "My own question", "Where is my invoice?"), "victim@acme.test",
+    desk.send(mail("victim@acme.test", SUPPORT, "My own question", "Where is my invoice?"), "victim@acme.test",
               ["support@example.com"])
     own_ack = wait_count(sink, "victim@acme.test", 3)[-1]
     assert case_number(own_ack) != n
@@ -126,8 +110,8 @@ def test_an_injecting_display_name_reaches_no_header_of_any_mail(desk: Daemon, s
 
 def test_a_name_of_every_control_character_is_cleaned(desk: Daemon, sink: Sink) -> None:
     name = f"Eve{CONTROLS}Mallory"
-    desk.send(mail(f"{encoded_word(name)} <eve@evil.test>", encoded_word(f"Help{CONTROLS}me"), "Body text here."),
-              "eve@evil.test", ["support@example.com"])
+    desk.send(mail(f"{encoded_word(name)} <eve@evil.test>", SUPPORT, encoded_word(f"Help{CONTROLS}me"),
+                   "Body text here."), "eve@evil.test", ["support@example.com"])
     (ack,) = wait_count(sink, "eve@evil.test", 1)
     n = case_number(ack)
     assert_clean(ack, "eve@evil.test", "Eve Mallory", "Example Support")
@@ -142,7 +126,7 @@ def test_a_name_of_every_control_character_is_cleaned(desk: Daemon, sink: Sink) 
 def test_a_megabyte_subject_is_cut_to_1000_characters(desk: Daemon, sink: Sink) -> None:
     words = ["Printer", "broken"] * 75_000  # about 1 MB, folded as a client folds it
     folded = "\r\n ".join(" ".join(words[i:i + 10]) for i in range(0, len(words), 10))
-    desk.send(mail("Jane Doe <jane@acme.test>", folded, "The printer is broken."), "jane@acme.test",
+    desk.send(mail("Jane Doe <jane@acme.test>", SUPPORT, folded, "The printer is broken."), "jane@acme.test",
               ["support@example.com"])
     (ack,) = wait_count(sink, "jane@acme.test", 1, timeout=60)
     n = case_number(ack)

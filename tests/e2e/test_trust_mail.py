@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Database, load_eml
 from tests.support.daemon import Daemon
-from tests.support.mails import mail, text_of, token_of, wait_count
+from tests.support.mails import mail, text_of, token_of, wait_count, wait_until
 from tests.support.sink import Caught, Sink
 
 
@@ -191,10 +191,7 @@ def test_a_bounce_to_the_verp_address_marks_only_the_recipient_of_that_mail(desk
     n, ack = open_case(desk, sink)
     # the DSN names someone else too: only the recipient of the bounced mail is believed
     desk.send(dsn("not-ours@elsewhere.test", "bob.customer@acme.test"), "", [ack.mail_from])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and contact_state(desk, "jane@acme.test") != "bouncing":
-        time.sleep(0.2)
-    assert contact_state(desk, "jane@acme.test") == "bouncing"
+    wait_until(lambda: contact_state(desk, "jane@acme.test") == "bouncing", 10)
     notes = [p for p in desk.case(n)["posts"] if p["visibility"] == "internal"]
     assert len(notes) == 1 and "jane@acme.test" in notes[0]["body"]
 
@@ -202,10 +199,7 @@ def test_a_bounce_to_the_verp_address_marks_only_the_recipient_of_that_mail(desk
 def test_a_bounce_returning_our_message_id_is_believed_for_that_recipient(desk: Daemon, sink: Sink) -> None:
     _, ack = open_case(desk, sink)
     desk.send(dsn(ack.message["Message-ID"].strip("<>"), "jane@acme.test"), "", ["support@example.com"])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and contact_state(desk, "jane@acme.test") != "bouncing":
-        time.sleep(0.2)
-    assert contact_state(desk, "jane@acme.test") == "bouncing"
+    wait_until(lambda: contact_state(desk, "jane@acme.test") == "bouncing", 10)
     # a forged VERP address (right shape, wrong signature) is not believed
     forged = re.sub(r"[a-z2-7]{16}@", "a" * 16 + "@", ack.mail_from)
     desk.send(mail("bob.customer@acme.test", "support@example.com", "Hello", "A new case."),
@@ -225,11 +219,7 @@ def test_a_delayed_bounce_is_noted_and_marks_no_one(desk: Daemon, sink: Sink) ->
     raw = raw.replace(b"Subject: Undelivered Mail Returned to Sender", b"Subject: Delayed Mail (still being retried)")
     assert b"Action: delayed" in raw
     desk.send(raw, "", [ack.mail_from])
-    deadline = time.monotonic() + 10
-    notes: list = []
-    while time.monotonic() < deadline and not notes:
-        notes = [p for p in desk.case(n)["posts"] if p["visibility"] == "internal"]
-        time.sleep(0.2)
+    notes = wait_until(lambda: [p for p in desk.case(n)["posts"] if p["visibility"] == "internal"], 10)
     assert len(notes) == 1 and notes[0]["body"].startswith("Delivery to jane@acme.test is delayed: ")
     assert "User unknown" in notes[0]["body"]  # the DSN's own diagnostic
     assert contact_state(desk, "jane@acme.test") == "active"

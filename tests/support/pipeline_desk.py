@@ -20,19 +20,16 @@ from maild.notify.outgoing import build_mail
 from maild.runtime import Runtime, build_runtime
 from maild.store.db import make_sessionmaker
 from maild.store.models import Case, OutboxMail
+from tests.support import mails
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def mail(frm: str, subject: str, body: str = "Hello", *, to: str = "support@example.com",
          msgid: str | None = None, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"From: {frm}", f"To: {to}", f"Subject: {subject}",
-             "Date: Fri, 20 Nov 2026 10:00:00 +0000", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8"]
-    if msgid:
-        lines.append(f"Message-ID: <{msgid}>")
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+    """tests.support.mails.mail with the desk's defaults: to the support mailbox, and no Message-ID
+    unless one is given (so the same content is the same mail, deduplicated by its bytes)."""
+    return mails.mail(frm, to, subject, body, msgid=msgid or False, headers=headers)
 
 
 class Desk:

@@ -22,27 +22,23 @@ from maild.rules.authresults import (
     sender_authentication,
 )
 from maild.rules.senders import dkim_verifies_for
+from tests.support.mails import mail
 
 TRUSTED = ["mx.example.com"]
+ALICE, DESK = "Alice <alice@example.com>", "support@example.com"
 
 
 def verdict(*headers: str, from_domain: str = "example.com", trusted: list[str] = TRUSTED) -> SenderAuthentication:
     return evaluate(list(headers), from_domain, trusted)
 
 
-def mail(*headers: str, body: str = "Hello\n") -> bytes:
-    lines = ["From: Alice <alice@example.com>", "To: support@example.com", "Subject: test",
-             "Message-ID: <m1@example.com>", "Date: Fri, 20 Nov 2026 10:00:00 +0000", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
-
-
 # --- reading the headers ----------------------------------------------------------------------
 
 def test_headers_are_read_top_to_bottom_as_in_the_mail() -> None:
-    raw = mail("Authentication-Results: mx.example.com; dkim=fail header.d=example.com",
-               "Authentication-Results: mx.other.test; none",
-               "Authentication-Results: mx.example.com;\r\n\tdkim=pass header.d=example.com",
-               body="Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\n")
+    raw = mail(ALICE, DESK, "test", "Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\n",
+               lines=["Authentication-Results: mx.example.com; dkim=fail header.d=example.com",
+                      "Authentication-Results: mx.other.test; none",
+                      "Authentication-Results: mx.example.com;\r\n\tdkim=pass header.d=example.com"])
     msg = parse_message(raw)
     # what the stdlib parse keeps is in the mail's order too (the decoded form, folding unfolded)
     assert [v.split(";")[0] for v in msg.headers["authentication-results"]] == \
@@ -55,7 +51,8 @@ def test_headers_are_read_top_to_bottom_as_in_the_mail() -> None:
 
 
 def test_a_large_mail_kept_on_disk_is_read_the_same(tmp_path: Path) -> None:
-    raw = mail("Authentication-Results: mx.example.com; dkim=pass header.d=example.com", body="x" * 300_000)
+    raw = mail(ALICE, DESK, "test", "x" * 300_000,
+               lines=["Authentication-Results: mx.example.com; dkim=pass header.d=example.com"])
     path = tmp_path / "raw.eml"
     path.write_bytes(raw)
     msg = dataclasses.replace(parse_message(raw), raw=b"", raw_path=str(path))
@@ -67,15 +64,15 @@ def test_an_encoded_word_in_a_property_is_not_decoded_into_a_result() -> None:
     # RFC 2047 it would read "x; dkim=pass header.d=example.com (@evil.test)"
     header = ("Authentication-Results: mx.example.com; spf=fail smtp.mailfrom="
               "=?utf-8?q?x=3B_dkim=3Dpass_header.d=3Dexample.com_=28?=@evil.test=?utf-8?q?=29?=")
-    msg = parse_message(mail(header))
+    msg = parse_message(mail(ALICE, DESK, "test", lines=[header]))
     assert "dkim=pass header.d=example.com" in msg.headers["authentication-results"][0]  # the decoded view
     auth = sender_authentication(msg, TRUSTED)
     assert not auth.authenticated and auth.failed == (("spf", "fail"),)
 
 
 def test_a_line_that_is_no_header_ends_the_section_as_for_the_stdlib() -> None:
-    raw = mail("X-Broken line without a colon",
-               "Authentication-Results: mx.example.com; dkim=pass header.d=example.com")
+    raw = mail(ALICE, DESK, "test", lines=["X-Broken line without a colon",
+                                          "Authentication-Results: mx.example.com; dkim=pass header.d=example.com"])
     msg = parse_message(raw)
     assert "authentication-results" not in msg.headers
     assert not sender_authentication(msg, TRUSTED).authenticated
@@ -233,7 +230,7 @@ def test_dkim_counts_only_for_the_from_domain_and_the_whole_body(keys: dict[str,
     def lookup(name: bytes, timeout: float = 5) -> bytes | None:
         return records.get(name.decode())
 
-    raw = mail(body="#note\n/priority low\n")
+    raw = mail(ALICE, DESK, "test", "#note\n/priority low\n")
     ok = dkim_verifies_for(sign(raw, "example.com", keys), "example.com", lookup)
     assert ok.verified and ok.reason == "dkim: signature d=example.com verified"
     assert dkim_verifies_for(sign(raw, "example.com", keys), "sub.example.com", lookup).verified
