@@ -13,8 +13,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from maild.config import Config
-from maild.ingest.delivery import Delivery, Quarantined, header_envelope_sender, header_recipients
-from maild.ingest.parse import InboundMessage, ParseError, parse_message
+from maild.domain.errors import ParseError
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Quarantined
+from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
+from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.runtime import build_runtime
 from maild.threading.tokens import split_plus_address

@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session, selectinload
 from maild.config import Config
 from maild.crm.fields import FieldValueError, field_spec, parse_field_value
 from maild.crm.organizations import (
-    OPEN_STAGES,
     CrmError,
     check_type,
     get_organization,
     missing_required,
     set_fields,
 )
+from maild.domain.stages import OPEN_STAGES
 from maild.headers import is_mail_address, normalize_address
 from maild.store.contacts import ensure_organization
 from maild.store.models import Case, CaseParticipant, Contact, ContactNote, ContactTag, Organization

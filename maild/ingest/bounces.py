@@ -18,8 +18,9 @@ import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from maild.ingest.delivery import Delivery, Outcome, Quarantined
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Outcome, Quarantined
+from maild.ingest.delivery import Delivery
 from maild.notify.fanout import queue_notifications
 from maild.rules.loops import Classification
 from maild.runtime import Runtime

@@ -29,7 +29,9 @@ Foreign keys are written from the objects' columns: set them, not just the relat
 These writes and reads skip even Core's execution machinery (`_execute`): each statement is
 compiled once per dialect and sent to the DBAPI cursor with SQLAlchemy's own bind (and
 result) processors, ~4× cheaper than `Connection.execute` for the ~12 statements of every
-mail. Database errors come out as SQLAlchemy's exceptions all the same.
+mail. Database errors come out as SQLAlchemy's exceptions all the same. Only public API is
+used: the processors come from the types (`dialect_impl(dialect).bind_processor`,
+`.result_processor`), looked up once per statement, not from the compiler's private caches.
 """
 
 from __future__ import annotations
@@ -114,8 +116,21 @@ def _compiled(conn: Connection, statement: Insert | Update, keys: tuple[str, ...
     return hit
 
 
+def _bind_processors(compiled: Compiled, dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
+    """The bind processor of each parameter of the SQL that has one, by its name there: what
+    Connection.execute would apply, from public API (SQLCompiler.bind_names, the types'
+    dialect_impl().bind_processor()); built once per statement and dialect, so no slower than
+    reading the compiler's private cache."""
+    found = {}
+    for bind, name in compiled.bind_names.items():  # type: ignore[attr-defined]
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            found[name] = processor
+    return found
+
+
 def _bind_params(compiled: Compiled, dialect: Dialect) -> _Params:
-    processors = compiled._bind_processors  # type: ignore[attr-defined]
+    processors = _bind_processors(compiled, dialect)
     order = compiled.positiontup
     if dialect.positional and order is not None:
         def params(row: dict[str, Any], order: list[str] = order) -> Any:
@@ -261,8 +276,9 @@ def _read_plan(conn: Connection, statement: Select[Any]) -> _ReadPlan:
     compiled = statement.compile(dialect=conn.dialect)
     if "__[POSTCOMPILE_" in compiled.string:
         return None
-    processors = [entry.type._cached_result_processor(conn.dialect, None)
-                  for entry in compiled._result_columns]  # type: ignore[attr-defined]
+    dialect = conn.dialect
+    processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                  for column in statement.selected_columns]
     return compiled.string, _bind_params(compiled, conn.dialect), processors
 
 
