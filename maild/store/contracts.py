@@ -8,11 +8,12 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from maild.config import Config, ContractConfig
+from maild.domain.errors import MaildError
 from maild.domain.stages import OPEN_STAGES
 from maild.store.models import Case, Contact, ContractClient, Organization, OrganizationDomain
 
 
-class ContractError(Exception):
+class ContractError(MaildError):
     """A refused contract change, with a reason a person can act on."""
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config
+from maild.domain.errors import MaildError
 
 # How long any wait on the database may last before the mail gets 451 and its sender retries:
 # well inside the 60 s idle timeout of an SMTP session in DATA ([protection]
@@ -48,7 +49,7 @@ _READ_ONLY = "maild_read_only"
 _BUSY_TIMEOUT = "maild_sqlite_busy_timeout_ms"
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(MaildError):
     """The database cannot be opened or used at all (its URL, its folder, its server, a lock):
     one line naming what and where, for a person to act on."""
 
@@ -255,7 +256,7 @@ def schema_is_current(engine: Engine) -> bool:
         return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars()) == [SCHEMA_HEAD]
 
 
-class SchemaBehind(Exception):
+class SchemaBehind(MaildError):
     """The database has an older schema; a person runs `maild db upgrade` deliberately."""
 
 
