@@ -4,7 +4,7 @@ The one step every transport ends in: the SMTP handler (in a parse worker, over 
 or in the daemon), and the IMAP poller. `commit(parsed, envelope)` decides the deliveries
 from the envelope, hands the pipeline (ingest.pipeline.ingest_message) to the writer thread
 (ingest.writer: group commit), waits for the commit, logs one line per mail, and quarantines
-what cannot be processed. A thread (the poller) uses `submit` and waits on the `Pending`,
+what cannot be processed. A thread (the poller) uses `submit` and finishes the `Pending`,
 so that it can queue a whole batch into one commit.
 
 Every log line about a mail carries its message_id and mailbox (structlog contextvars,
@@ -59,7 +59,7 @@ def _retrieved(fut: asyncio.Future[Any]) -> None:
 
 
 class Pending:
-    """A mail handed to the writer; `wait()` (a thread) or `wait_on_loop()` gives its Receipt
+    """A mail handed to the writer; `finish()` (a thread) or `finish_on_loop()` gives its Receipt
     once it is committed or quarantined. `fields`: what its log lines are bound to."""
 
     def __init__(self, finish: Callable[[], Receipt], commit: Future[Any] | None = None,
@@ -73,7 +73,6 @@ class Pending:
         with structlog.contextvars.bound_contextvars(**self.fields):
             return self._finish()
 
-    wait = finish
 
     async def finish_on_loop(self, timeout: float | None = None) -> Receipt:
         """finish() for the event loop: awaits the commit instead of holding a thread for it,
@@ -96,7 +95,6 @@ class Pending:
             return self.finish()  # the result is there: finish() only logs
         return await asyncio.to_thread(self.finish)
 
-    wait_on_loop = finish_on_loop
 
 
 class DiskFull:

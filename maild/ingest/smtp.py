@@ -10,7 +10,8 @@ The path of one mail, from the connection to the 250:
 2. EHLO, MAIL, RCPT: the handler's hooks answer; RCPT takes only the daemon's mailboxes
    (`is_ours`), and the reply is one of the named constants below (NOT_OURS, RECIPIENT_OK …).
 3. DATA: `MaildSMTP.smtp_DATA` reads it in blocks up to the end marker (ingest.smtp_data),
-   to memory or, past a few MB, to a spool file; too big is answered TOO_BIG at once.
+   to memory or, past 4 MB, to a spool file; a mail over the size limit is read to its end,
+   kept nowhere, and answered TOO_BIG.
 4. `MaildHandler.handle_DATA` makes two calls: `parse` (the worker's own process:
    smtp_worker.parse_received parses and writes the attachments and a large mail's bytes to
    the blob stores), then `commit`. In a worker, `commit` sends the parsed mail and its
