@@ -1,24 +1,19 @@
 """The private names of other packages maild relies on are still there (issue 22 §6).
 
-aiosmtpd's public API cannot read DATA in blocks and spool it to disk (ingest.smtp), and
-SQLAlchemy's cannot run a compiled statement on a kept connection with the dialect's
-processors applied (store.rows); so pyproject pins both to the minor versions tested, and
-this test names each private attribute that disappears or changes shape in an upgrade,
-before a mail meets it.
+aiosmtpd's public API cannot read DATA in blocks and spool it to disk (ingest.smtp), so
+pyproject pins it to the minor version tested, and this test names each private attribute
+that disappears or changes shape in an upgrade, before a mail meets it. (SQLAlchemy's
+private names that store.rows read are gone: it uses the public API since issue 22.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 
 from maild.ingest.smtp import MaildSMTP
 
@@ -91,35 +86,3 @@ def test_an_aiosmtpd_session_still_has_the_private_attributes_maild_reads(
     assert isinstance(getattr(proto._reader, "_limit", None), int), \
         "asyncio.StreamReader._limit is gone (MaildSMTP.smtp_DATA raises the limit for DATA)"
     assert proto._reader._limit == MaildSMTP.line_length_limit
-
-
-# SQLAlchemy, as maild.store.rows uses it
-def _table() -> Table:
-    return Table("pins", MetaData(), Column("id", Integer, primary_key=True), Column("data", JSON),
-                 Column("at", DateTime(timezone=True)), Column("name", String(20)))
-
-
-@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "postgresql"])
-def test_sqlalchemy_compiled_statements_still_have_the_private_names_store_rows_reads(dialect: Dialect) -> None:
-    table = _table()
-    ins = insert(table).compile(dialect=dialect, column_keys=["id", "data", "at", "name"])
-    processors = getattr(ins, "_bind_processors", None)
-    assert processors is not None, \
-        "SQLAlchemy's Compiled._bind_processors is gone (store.rows applies bind processors itself)"
-    assert hasattr(processors, "get") and hasattr(processors, "__contains__"), \
-        "SQLAlchemy's Compiled._bind_processors is no longer a mapping of parameter name to processor"
-    assert all(callable(p) for p in processors.values()), "a _bind_processors value is not callable"
-    assert hasattr(ins, "positiontup"), "SQLAlchemy's Compiled.positiontup is gone (store.rows)"
-
-    sel = select(table.c.data, table.c.at).compile(dialect=dialect)
-    columns = getattr(sel, "_result_columns", None)
-    assert columns is not None, \
-        "SQLAlchemy's Compiled._result_columns is gone (store.rows reads a row's processors from it)"
-    assert len(columns) == 2 and all(hasattr(entry, "type") for entry in columns), \
-        "SQLAlchemy's Compiled._result_columns entries no longer carry a .type"
-    for entry in columns:
-        cached: Callable[..., Any] | None = getattr(entry.type, "_cached_result_processor", None)
-        assert cached is not None, \
-            f"SQLAlchemy's TypeEngine._cached_result_processor is gone ({type(entry.type).__name__}; store.rows)"
-        processor = cached(dialect, None)
-        assert processor is None or callable(processor), "_cached_result_processor no longer gives a processor"
