@@ -28,25 +28,18 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig
+from maild.domain.case import Change, DetachRequest, FieldChange, ForwardRequest
+from maild.domain.stages import DONE_STAGES, PRIORITIES
 from maild.notify.audiences import Recipient
 from maild.notify.casemail import CaseMail, mailbox_name, queue_case_mail
 from maild.notify.fanout import queue_notifications
-from maild.rules.commands import (
-    PRIORITIES,
-    Change,
-    Command,
-    CommandError,
-    DetachRequest,
-    FieldChange,
-    ForwardRequest,
-    plan_commands,
-)
+from maild.rules.commands import Command, CommandError, plan_commands
 from maild.rules.routing import Facts, plan_rules
 from maild.runtime import Runtime
+from maild.sla_clocks import due_sla_events, follow_sla
 from maild.store import cases as case_store
 from maild.store.changes import apply_changes, case_snapshot, detach_attachments, live_attachments
 from maild.store.models import Case, Event, Post
-from maild.store.sla_state import DONE_STAGES, due_sla_events, follow_sla
 
 __all__ = ["CaseChange", "Routed", "apply_rules", "change_case", "queue_forward", "raise_due_sla_events", "update_case"]
 

@@ -35,9 +35,12 @@ from sqlalchemy.orm import Session
 
 from maild.casework import apply_rules, change_case, update_case
 from maild.config import AgentConfig
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Outcome, Quarantined
+from maild.domain.stages import REOPENING_STAGES
 from maild.ingest.bounces import ingest_bounce
-from maild.ingest.delivery import Delivery, Outcome, Quarantined
-from maild.ingest.parse import InboundMessage, parse_message
+from maild.ingest.delivery import Delivery
+from maild.ingest.parse import parse_message
 from maild.ingest.sanitize import sanitize_html
 from maild.notify.acknowledge import acknowledge_case
 from maild.notify.audiences import Recipient
@@ -48,12 +51,12 @@ from maild.rules.commands import ParsedReply, parse_reply_commands
 from maild.rules.loops import Classification, classify
 from maild.rules.senders import Speaker, identify_speaker
 from maild.runtime import Runtime
+from maild.sla_clocks import apply_contract, follow_sla, start_sla
 from maild.store import cases as case_store
 from maild.store.contacts import ensure_contact
 from maild.store.models import Attachment, Case, Contact, Event, Message, OutboxMail, Post
 from maild.store.raw_messages import keep_raw, raw_message
 from maild.store.rows import insert_persistent, insert_row, insert_rows, read
-from maild.store.sla_state import apply_contract, follow_sla, start_sla
 from maild.threading.match import Match, find_held_token, match_case
 from maild.threading.reply import extract_reply
 from maild.threading.subject import CASE_TAG_RE, strip_prefixes
@@ -62,8 +65,6 @@ from maild.threading.tokens import ReplyToken, agent_key, split_plus_address
 __all__ = ["Delivery", "Outcome", "ingest_message", "update_case"]  # update_case: its old import path
 
 log = structlog.get_logger("maild.pipeline")
-
-REOPENING_STAGES = ("pending", "resolved")
 
 
 class DbLookup:

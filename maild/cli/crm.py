@@ -19,7 +19,7 @@ import click
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from maild.cli import _engine, _load, _print_json, config_option
+from maild.cli.common import config_option, engine, load, print_json
 from maild.config import Config
 from maild.crm import contacts as crm
 from maild.crm import csvio
@@ -34,7 +34,7 @@ def _now() -> datetime:
 
 @contextmanager
 def _transaction(cfg: Config) -> Iterator[Session]:
-    with make_sessionmaker(_engine(cfg))() as session:  # objects stay readable after the commit
+    with make_sessionmaker(engine(cfg))() as session:  # objects stay readable after the commit
         try:
             with session.begin():
                 yield session
@@ -97,7 +97,7 @@ def contact() -> None:
 @click.option("--tag", "tags", multiple=True, metavar="TAG[:COLOR]", help="a tag, optionally colored (repeatable)")
 def contact_add(config_path: str | None, email: str, name: str, org: str | None, type_: str | None,
                 fields: tuple[tuple[str, str], ...], tags: tuple[str, ...]) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         c = crm.add_contact(session, cfg, email, name=name, org=org, type_=type_, fields=fields, tags=tags,
                             now=_now())
@@ -110,11 +110,11 @@ def contact_add(config_path: str | None, email: str, name: str, org: str | None,
 @click.argument("email")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def contact_show(config_path: str | None, email: str, as_json: bool) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         data = crm.contact_detail(session, crm.get_contact(session, email))
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     click.echo(f"{data['name'] or '-'} <{data['email']}>")
     org = data["organization"]
@@ -143,7 +143,7 @@ def contact_show(config_path: str | None, email: str, as_json: bool) -> None:
 def contact_list(config_path: str | None, as_json: bool, as_csv: bool, **opts: Any) -> None:
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         found = _select(session, cfg, opts)
         if as_csv:
@@ -152,7 +152,7 @@ def contact_list(config_path: str | None, as_json: bool, as_csv: bool, **opts: A
         counts = crm.open_case_counts(session)
         data = [crm.contact_summary(c, counts.get(c.id, 0)) for c in found]
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     for c in data:
         org = c["organization"]["name"] if c["organization"] else "-"
@@ -167,7 +167,7 @@ def contact_list(config_path: str | None, as_json: bool, as_csv: bool, **opts: A
 @click.argument("text")
 @click.option("--author", help="who writes it (default: your login)")
 def contact_note(config_path: str | None, email: str, text: str, author: str | None) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         c = crm.get_contact(session, email)
         crm.add_note(c, author or f"{getpass.getuser()}@cli", text, _now())
@@ -180,7 +180,7 @@ def contact_note(config_path: str | None, email: str, text: str, author: str | N
 @click.argument("email")
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED)
 def contact_tag(config_path: str | None, email: str, words: tuple[str, ...]) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         c = crm.get_contact(session, email)
         done = crm.change_tags(c, words)
@@ -199,7 +199,7 @@ def contact_set(config_path: str | None, email: str, name: str | None, type_: st
                 fields: tuple[tuple[str, str], ...], org: str | None) -> None:
     if name is None and type_ is None and state is None and not fields and org is None:
         raise click.UsageError("nothing to change: give at least one option")
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         c = crm.get_contact(session, email)
         crm.update_contact(session, cfg, c, name=name, type_=type_, state=state, fields=fields, org=org)
@@ -218,12 +218,12 @@ class _NothingCommitted(Exception):
 @click.option("--strict", is_flag=True, help="all or nothing: any rejected row commits nothing and exits 1")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def contact_import(config_path: str | None, file: str, encoding: str | None, strict: bool, as_json: bool) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     try:
         parsed = csvio.parse_csv(csvio.decode(Path(file).read_bytes(), encoding), cfg)
     except csvio.CsvError as e:
         raise click.ClickException(f"{file}: {e}") from None
-    with make_sessionmaker(_engine(cfg))() as session:
+    with make_sessionmaker(engine(cfg))() as session:
         try:
             with session.begin():
                 result = csvio.import_rows(session, cfg, parsed, _now())
@@ -237,7 +237,7 @@ def contact_import(config_path: str | None, file: str, encoding: str | None, str
                                        f"run it again ({e.orig})") from None
     created, updated = (result.created, result.updated) if committed else (0, 0)
     if as_json:
-        _print_json({"created": created, "updated": updated, "committed": committed,
+        print_json({"created": created, "updated": updated, "committed": committed,
                      "rejected": [{"row": r, "reason": why} for r, why in result.rejected],
                      "warnings": result.warnings,
                      "new_organizations": result.new_organizations if committed else []})
@@ -263,7 +263,7 @@ def contact_import(config_path: str | None, file: str, encoding: str | None, str
 def contact_export(config_path: str | None, fmt: str, output: str | None, **opts: Any) -> None:
     if fmt == "xlsx" and output is None and sys.stdout.isatty():
         raise click.UsageError("an XLSX workbook is binary: give --output FILE or redirect standard output")
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         found = _select(session, cfg, opts)
         if fmt == "csv" and output is None:
@@ -297,7 +297,7 @@ def org() -> None:
 @_field_option
 def org_add(config_path: str | None, name: str, domains: tuple[str, ...], type_: str | None,
             fields: tuple[tuple[str, str], ...]) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         o = orgs.add_organization(session, cfg, name, domains, type_, fields, _now())
         listed = ", ".join(d.domain for d in o.domains) or "no domains"
@@ -309,11 +309,11 @@ def org_add(config_path: str | None, name: str, domains: tuple[str, ...], type_:
 @click.argument("ref", metavar="NAME_OR_DOMAIN")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def org_show(config_path: str | None, ref: str, as_json: bool) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         data = orgs.organization_detail(session, orgs.get_organization(session, ref))
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     click.echo(data["name"])
     click.echo(f"  type: {data['type'] or '-'}")
@@ -332,11 +332,11 @@ def org_show(config_path: str | None, ref: str, as_json: bool) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON list.")
 def org_list(config_path: str | None, as_json: bool) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         data = orgs.list_organizations(session)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     for o in data:
         click.echo(f"{o['name']:<28} {o['type'] or '-':<10} {o['contacts']:>5} contacts {o['open_cases']:>4} open  "
@@ -348,7 +348,7 @@ def org_list(config_path: str | None, as_json: bool) -> None:
 @click.argument("ref", metavar="ORG")
 @click.argument("domain")
 def org_add_domain(config_path: str | None, ref: str, domain: str) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         o = orgs.get_organization(session, ref)
         orgs.add_domain(session, cfg, o, domain)
@@ -361,7 +361,7 @@ def org_add_domain(config_path: str | None, ref: str, domain: str) -> None:
 @click.argument("ref", metavar="ORG")
 @click.argument("domain")
 def org_remove_domain(config_path: str | None, ref: str, domain: str) -> None:
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         o = orgs.get_organization(session, ref)
         orgs.remove_domain(session, o, domain)
@@ -379,7 +379,7 @@ def org_set(config_path: str | None, ref: str, name: str | None, type_: str | No
             fields: tuple[tuple[str, str], ...]) -> None:
     if name is None and type_ is None and not fields:
         raise click.UsageError("nothing to change: give at least one option")
-    cfg = _load(config_path)
+    cfg = load(config_path)
     with _transaction(cfg) as session:
         o = orgs.get_organization(session, ref)
         orgs.update_organization(session, cfg, o, name, type_, fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from sqlalchemy.orm import Session
 
-from maild.cli import _engine, _load, _print_json, config_option
+from maild.cli.common import config_option, engine, load, print_json
 from maild.config import Config, ContractConfig
 
 
@@ -51,14 +51,14 @@ def contract() -> None:
 def contract_list(config_path: str | None, as_json: bool) -> None:
     from maild.store.contracts import clients_of
 
-    cfg = _load(config_path)
-    with Session(_engine(cfg, reading=True)) as session:
+    cfg = load(config_path)
+    with Session(engine(cfg, reading=True)) as session:
         data = [{"name": c.name, "team": c.team, "agent": c.agent, "tag": c.tag, "calendar": c.calendar,
                  "rating": c.rating, "sla": c.sla,
                  "clients": [{"kind": k, "name": n} for k, n in clients_of(session, c.name)]}
                 for c in sorted(cfg.contracts, key=lambda c: -c.rating)]
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     for c in data:
         clients = ", ".join(x["name"] for x in c["clients"]) or "no clients"
@@ -74,9 +74,9 @@ def add_client_cmd(config_path: str | None, name: str, org: str | None, contact:
     from maild.runtime import utc_now
     from maild.store.contracts import add_client
 
-    cfg = _load(config_path)
+    cfg = load(config_path)
     target = _contract(cfg, name)
-    with Session(_engine(cfg)) as session, session.begin():
+    with Session(engine(cfg)) as session, session.begin():
         o, c = _client(session, org, contact, create=True)
         added = add_client(session, target.name, o, c, utc_now())
     who = org or contact
@@ -91,9 +91,9 @@ def add_client_cmd(config_path: str | None, name: str, org: str | None, contact:
 def remove_client_cmd(config_path: str | None, name: str, org: str | None, contact: str | None) -> None:
     from maild.store.contracts import remove_client
 
-    cfg = _load(config_path)
+    cfg = load(config_path)
     target = _contract(cfg, name)
-    with Session(_engine(cfg)) as session, session.begin():
+    with Session(engine(cfg)) as session, session.begin():
         o, c = _client(session, org, contact)
         if not remove_client(session, target.name, o, c):
             raise click.ClickException(f"{org or contact} is not in contract {target.name}")
@@ -110,9 +110,9 @@ def move_client_cmd(config_path: str | None, org: str | None, contact: str | Non
     from maild.runtime import utc_now
     from maild.store.contracts import ContractError, move_client
 
-    cfg = _load(config_path)
+    cfg = load(config_path)
     a, b = _contract(cfg, source), _contract(cfg, target)
-    with Session(_engine(cfg)) as session, session.begin():
+    with Session(engine(cfg)) as session, session.begin():
         o, c = _client(session, org, contact)
         try:
             move_client(session, a.name, b.name, o, c, utc_now())

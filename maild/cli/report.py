@@ -9,7 +9,7 @@ import click
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from maild.cli import _engine, _load_for_reading, _print_json, config_option
+from maild.cli.common import config_option, engine, load_for_reading, print_json
 from maild.report import (
     DONE_STAGES,
     CaseRow,
@@ -98,12 +98,12 @@ def report(config_path: str | None, first: datetime | None, last: datetime | Non
     if as_csv and as_json:
         raise click.UsageError("give at most one of --csv and --json")
     period = _period(first, last, utc_now().date())
-    cfg = _load_for_reading(config_path)
+    cfg = load_for_reading(config_path)
     try:
         calendars = calendars_by_name([c for c in cfg.calendars if c is not None])
     except CalendarError as e:
         raise click.ClickException(str(e)) from None
-    with Session(_engine(cfg, reading=True)) as session:
+    with Session(engine(cfg, reading=True)) as session:
         rows = load_rows(session, period)
     data = build_report(rows, cfg, period, calendars)
     if html_file:
@@ -112,7 +112,7 @@ def report(config_path: str | None, first: datetime | None, last: datetime | Non
         except OSError as e:
             raise click.ClickException(f"cannot write {html_file}: {e.strerror or e}") from None
     if as_json:
-        _print_json(data)
+        print_json(data)
     elif as_csv:
         click.echo(render_csv(data), nl=False)
     elif html_file:
