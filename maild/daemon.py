@@ -17,7 +17,9 @@ from pathlib import Path
 
 import structlog
 
-from maild.config import ConfigError, keep_restart_only, load_config
+from maild.config import keep_restart_only
+from maild.config_checks import load_checked_config
+from maild.domain.errors import ConfigError
 from maild.ingest.committer import Committer
 from maild.ingest.imap import ImapPoller
 from maild.ingest.parse_pool import ParsePool, default_processes
@@ -82,7 +84,7 @@ SLA_TIMER_SECONDS = 30
 
 async def run_sla_timer(committer: Committer) -> None:
     """Escalations go through the writer thread, like mail: one writer, ordered commits."""
-    from maild.notify.escalation import raise_due_sla_events
+    from maild.casework import raise_due_sla_events
 
     rt = committer.runtime
     raised = await committer.writer.run(lambda session: raise_due_sla_events(session, rt))
@@ -120,7 +122,7 @@ def settle(rt: Runtime) -> None:
 
 
 async def serve(config_path: str | None) -> None:
-    cfg = load_config(config_path)
+    cfg = load_checked_config(config_path)
     engine = make_engine(database_url(cfg))
     prepare_database(engine)
     sessions = make_sessionmaker(engine)
@@ -186,7 +188,7 @@ async def serve(config_path: str | None) -> None:
         is refused whole); what only a restart can change is logged as such and kept running."""
         running = committer.runtime.config
         try:
-            new_cfg, needs_restart = keep_restart_only(running, load_config(config_path))
+            new_cfg, needs_restart = keep_restart_only(running, load_checked_config(config_path))
             new_rt = build_runtime(new_cfg, rt.clock)
             problems = render_all_templates(new_cfg, new_rt.renderer)
             if problems:

@@ -2,7 +2,7 @@
 
 Pure: plain case rows and the config in, a JSON-ready dict out (`build_report`), and renderers
 of that dict as an aligned text table, CSV and a self-contained HTML page with SVG charts. The
-CLI (maild.cli_report) reads the rows from the database.
+CLI (maild.cli.report) reads the rows from the database.
 
 What is counted, and when — each fact counts in the period it happened in:
 - opened: `created_at` in the period; closed: `resolved_at` in the period (set when a case

@@ -26,12 +26,13 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from maild.domain.errors import StorageError
 from maild.ingest.delivery import Delivery, Outcome, Quarantined
 from maild.ingest.parse import InboundMessage, ParseError
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.wire import Envelope, ParsedMail
-from maild.ingest.writer import IngestWriter, StorageError, is_disk_full
+from maild.ingest.writer import IngestWriter, is_disk_full
 from maild.runtime import Runtime
 from maild.threading.tokens import BOUNCE_LOCAL, split_plus_address
 

@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.domain.errors import StorageError as StorageError  # raised here, and by the committer
 from maild.ingest.delivery import Quarantined
 from maild.store.rows import write_later
 
@@ -49,15 +50,6 @@ _CONFLICT_STATES = frozenset({"23505", "40P01", "40001"})
 _DISK_FULL_STATES = frozenset({"53100"})  # disk_full
 _SQLITE_FULL = 13
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-class StorageError(Exception):
-    """The database did not take the transaction; the sender should retry later (SMTP 451,
-    or 452 when `disk_full`)."""
-
-    def __init__(self, message: str, *, disk_full: bool = False):
-        super().__init__(message)
-        self.disk_full = disk_full
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
 from maild.notify.audiences import Recipient
 from maild.notify.casemail import CaseMail, queue_case_mail
 from maild.rules.authresults import sender_authentication

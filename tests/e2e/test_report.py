@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from maild.casework import raise_due_sla_events
 from maild.config import load_config
 from maild.ingest.pipeline import update_case
-from maild.notify.escalation import raise_due_sla_events
 from maild.rules.commands import Command
 from maild.store.contracts import add_client
 from maild.store.models import Case, Organization, OrganizationDomain
