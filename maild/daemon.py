@@ -110,7 +110,8 @@ def report_template_problems(rt: Runtime) -> None:
     broken one is in the log now rather than at the first mail that needs it."""
     problems = render_all_templates(rt.config, rt.renderer)
     if problems:
-        log.warning("template problems: the built-in templates stand in for these", problems=problems)
+        log.warning("template problems: mails that need these fail (maild outbox list) until the templates "
+                    "are fixed and read again (SIGHUP or a restart)", problems=problems)
 
 
 def settle(rt: Runtime) -> None:
@@ -134,7 +135,8 @@ async def serve(config_path: str | None) -> None:
     supervisor = Supervisor(health)
     outbox = OutboxWorker(sessions, make_transport(cfg), rt.clock, cfg.outbound.max_attempts,
                           send_timeout=cfg.outbound.timeout_seconds, health=health.task("outbox"),
-                          journal_dir=Path(cfg.data_dir))
+                          journal_dir=Path(cfg.data_dir),
+                          runtime=lambda: committer.runtime)  # the templates a reload swaps in
     writer.after_commit = lambda: loop.call_soon_threadsafe(outbox.wake.set)
     writer.start()
     processes = default_processes() if cfg.smtp.parse_processes is None else cfg.smtp.parse_processes
