@@ -9,7 +9,7 @@ import signal
 import smtplib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import trustme
 from tests.conftest import Database, load_eml, require
 from tests.support.daemon import Daemon
 from tests.support.dovecot import Dovecot, TokenIntrospection, dovecot_problem, running_dovecot
+from tests.support.mails import mail, wait_count, wait_until
 from tests.support.sink import Sink
 
 USER, PASSWORD = "billing@example.com", "s3cret-pw"
@@ -30,11 +31,10 @@ def imap_toml(dv: Dovecot, *, folder: str = "INBOX", done_folder: str | None = "
             f'password_file = "{password_file}"\nfolder = "{folder}"\n{done}poll_seconds = {poll_seconds}\n')
 
 
-def mail(i: int, subject: str | None = None, size: int = 0) -> bytes:
-    body = f"Question number {i}.\r\n" + ("x" * 76 + "\r\n") * (size // 78)
-    return (f"From: Customer {i} <c{i}@firm{i % 7}.test>\r\nTo: {USER}\r\n"
-            f"Subject: {subject or f'IMAP case {i:04d}'}\r\nMessage-ID: <imap{i}@firm.test>\r\n"
-            f"Date: Fri, 20 Nov 2026 10:00:00 +0000\r\n\r\n{body}").encode()
+def question(i: int, subject: str | None = None, size: int = 0) -> bytes:
+    """Customer i's question (a body of about `size` bytes more), as it lies in the mailbox."""
+    return mail(f"Customer {i} <c{i}@firm{i % 7}.test>", USER, subject or f"IMAP case {i:04d}",
+                f"Question number {i}.\n" + ("x" * 76 + "\n") * (size // 78), msgid=f"imap{i}@firm.test")
 
 
 @pytest.fixture
@@ -50,15 +50,6 @@ def make_desk(tmp_path: Path, database: Database, sink: Sink, dv: Dovecot, passw
     (tmp_path / "imap.pass").write_text(password + "\n")
     return Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}",
                               extra=imap_toml(dv, **imap))  # type: ignore[arg-type]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return pred()
 
 
 def log_events(d: Daemon, event: str) -> list[dict]:
@@ -78,15 +69,15 @@ def test_messages_become_cases_and_move_to_done_folder(tmp_path: Path, database:
     d = make_desk(tmp_path, database, sink, dovecot)
     d.start()
     try:
-        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
-        assert wait_until(lambda: dovecot.count(USER, "INBOX") == 0, 10)
+        wait_until(lambda: len(d.cases()) == 3, 20, explain=d.log)
+        wait_until(lambda: dovecot.count(USER, "INBOX") == 0, 10)
         assert dovecot.count(USER, "Processed") == 3
         cases = d.cases()
         assert {c["queue"] for c in cases} == {"billing"}
         assert {c["mailbox"] for c in cases} == {"billing@example.com"}
         assert {"name": "Иван Петров", "email": "ivan.petrov@acme.test"} in [c["requester"] for c in cases]
         assert "Не работает принтер" in [c["subject"] for c in cases]
-        assert sink.wait_for(lambda c: any(r == cases[0]["requester"]["email"] for r in c.rcpt_tos))
+        wait_count(sink, cases[0]["requester"]["email"], 1)
         assert all(rec["via"] == "imap" for rec in log_events(d, "message ingested"))
     finally:
         d.stop()
@@ -95,18 +86,18 @@ def test_messages_become_cases_and_move_to_done_folder(tmp_path: Path, database:
 def test_without_done_folder_messages_are_flagged_seen_and_not_taken_twice(
         tmp_path: Path, database: Database, sink: Sink, dovecot: Dovecot) -> None:
     for i in range(3):
-        dovecot.append(USER, "INBOX", mail(i))
+        dovecot.append(USER, "INBOX", question(i))
     d = make_desk(tmp_path, database, sink, dovecot, done_folder=None)
     d.start()
     try:
-        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
+        wait_until(lambda: len(d.cases()) == 3, 20, explain=d.log)
         with dovecot.client(USER) as c:
             c.select_folder("INBOX", readonly=True)
-            assert wait_until(lambda: len(c.search("SEEN")) == 3, 10)
+            wait_until(lambda: len(c.search("SEEN")) == 3, 10)
         assert d.stop() == 0
-        dovecot.append(USER, "INBOX", mail(3))
+        dovecot.append(USER, "INBOX", question(3))
         d.start()
-        assert wait_until(lambda: len(d.cases()) == 4, 20), d.log()
+        wait_until(lambda: len(d.cases()) == 4, 20, explain=d.log)
         time.sleep(1)
         assert sorted(c["subject"] for c in d.cases()) == [f"IMAP case {i:04d}" for i in range(4)]
         assert dovecot.count(USER, "INBOX") == 4  # nothing moved
@@ -119,11 +110,11 @@ def test_new_mail_arrives_within_seconds_through_idle(tmp_path: Path, database: 
     d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=300)  # polling alone would take minutes
     d.start()
     try:
-        assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+        wait_until(lambda: bool(log_events(d, "imap connected")), 10, explain=d.log)
         time.sleep(1)
         t0 = time.monotonic()
-        dovecot.append(USER, "INBOX", mail(1, "Arrives while idle"))
-        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["Arrives while idle"], 10), d.log()
+        dovecot.append(USER, "INBOX", question(1, "Arrives while idle"))
+        wait_until(lambda: [c["subject"] for c in d.cases()] == ["Arrives while idle"], 10, explain=d.log)
         assert time.monotonic() - t0 < 5
     finally:
         d.stop()
@@ -134,19 +125,19 @@ def test_uidvalidity_change_rereads_without_duplicates_or_skips(tmp_path: Path, 
     with dovecot.client(USER) as c:
         c.create_folder("Support")
     for i in range(2):
-        dovecot.append(USER, "Support", mail(i))
+        dovecot.append(USER, "Support", question(i))
     d = make_desk(tmp_path, database, sink, dovecot, folder="Support", done_folder=None)
     d.start()
     try:
-        assert wait_until(lambda: len(d.cases()) == 2, 20), d.log()
+        wait_until(lambda: len(d.cases()) == 2, 20, explain=d.log)
         assert d.stop() == 0
         with dovecot.client(USER) as c:  # the folder is recreated: new UIDVALIDITY, UIDs start over
             c.delete_folder("Support")
             c.create_folder("Support")
         for i in range(3):
-            dovecot.append(USER, "Support", mail(i))
+            dovecot.append(USER, "Support", question(i))
         d.start()
-        assert wait_until(lambda: len(d.cases()) == 3, 20), d.log()
+        wait_until(lambda: len(d.cases()) == 3, 20, explain=d.log)
         time.sleep(1)
         assert sorted(c["subject"] for c in d.cases()) == [f"IMAP case {i:04d}" for i in range(3)]
         (reset,) = log_events(d, "imap UIDVALIDITY changed: re-reading the folder; Message-IDs prevent duplicates")
@@ -157,7 +148,7 @@ def test_uidvalidity_change_rereads_without_duplicates_or_skips(tmp_path: Path, 
 
 def test_wrong_password_is_one_clear_line_per_attempt_and_smtp_keeps_working(
         tmp_path: Path, database: Database, sink: Sink, dovecot: Dovecot) -> None:
-    dovecot.append(USER, "INBOX", mail(1))
+    dovecot.append(USER, "INBOX", question(1))
     d = make_desk(tmp_path, database, sink, dovecot, password="wrong", poll_seconds=1)
     d.start()
     try:
@@ -180,27 +171,27 @@ def test_connection_loss_reconnects_and_nothing_is_lost(tmp_path: Path, database
     d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=2)
     d.start()
     try:
-        assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+        wait_until(lambda: bool(log_events(d, "imap connected")), 10, explain=d.log)
         dovecot.stop()
         time.sleep(1)
         dovecot.start()
-        dovecot.append(USER, "INBOX", mail(7, "After the outage"))
-        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["After the outage"], 30), d.log()
-        assert wait_until(lambda: dovecot.count(USER, "Processed") == 1, 10)
+        dovecot.append(USER, "INBOX", question(7, "After the outage"))
+        wait_until(lambda: [c["subject"] for c in d.cases()] == ["After the outage"], 30, explain=d.log)
+        wait_until(lambda: dovecot.count(USER, "Processed") == 1, 10)
     finally:
         d.stop()
 
 
 def test_oversized_message_is_quarantined_and_moved_not_retried(tmp_path: Path, database: Database,
                                                                sink: Sink, dovecot: Dovecot) -> None:
-    dovecot.append(USER, "INBOX", mail(1, "Too big", size=300_000))
-    dovecot.append(USER, "INBOX", mail(2, "Fine"))
+    dovecot.append(USER, "INBOX", question(1, "Too big", size=300_000))
+    dovecot.append(USER, "INBOX", question(2, "Fine"))
     (tmp_path / "imap.pass").write_text(PASSWORD + "\n")
     d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", max_bytes=100_000,
                            extra=imap_toml(dovecot))
     d.start()
     try:
-        assert wait_until(lambda: dovecot.count(USER, "Processed") == 2, 20), d.log()
+        wait_until(lambda: dovecot.count(USER, "Processed") == 2, 20, explain=d.log)
         assert [c["subject"] for c in d.cases()] == ["Fine"]
         (note,) = (tmp_path / "data" / "quarantine").glob("*.json")
         assert "larger than max_message_bytes" in json.loads(note.read_text())["reason"]
@@ -211,7 +202,7 @@ def test_oversized_message_is_quarantined_and_moved_not_retried(tmp_path: Path, 
 
 def test_check_config_connect_reports_each_mailbox(tmp_path: Path, database: Database, sink: Sink,
                                                    dovecot: Dovecot) -> None:
-    dovecot.append(USER, "INBOX", mail(1))
+    dovecot.append(USER, "INBOX", question(1))
     d = make_desk(tmp_path, database, sink, dovecot)
     ok = d.cli("check-config", "--connect")
     assert f"billing@example.com: imap 127.0.0.1:{dovecot.port}: ok: 1 messages in INBOX" in ok.stdout
@@ -225,7 +216,7 @@ def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, data
     n = 300
     with dovecot.client(USER) as c:
         for i in range(n):
-            c.append("INBOX", mail(i))
+            c.append("INBOX", question(i))
     d = make_desk(tmp_path, database, sink, dovecot)
     rng = random.Random(7)
     moved_at_kill = []
@@ -236,9 +227,7 @@ def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, data
         d.start()
         # killed once it has moved some, at a random point after: a fixed delay from the start
         # misses the drain on a machine that drains 300 messages in about a second
-        deadline = time.monotonic() + 60
-        while dovecot.count(USER, "Processed") == moved and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda moved=moved: dovecot.count(USER, "Processed") != moved, 60, interval=0.02)
         time.sleep(rng.uniform(0.0, 0.25))
         assert d.proc is not None and d.proc.poll() is None
         d.proc.send_signal(signal.SIGKILL)
@@ -247,7 +236,7 @@ def test_killed_mid_drain_stores_every_message_exactly_once(tmp_path: Path, data
     assert any(0 < m < n for m in moved_at_kill), f"no kill landed mid-drain: {moved_at_kill}"
     d.start()
     try:
-        assert wait_until(lambda: dovecot.count(USER, "Processed") == n, 120), d.log()
+        wait_until(lambda: dovecot.count(USER, "Processed") == n, 120, explain=d.log)
         subjects = [c["subject"] for c in d.cases()]
         assert len(subjects) == n and len(set(subjects)) == n
         assert dovecot.count(USER, "INBOX") == 0
@@ -274,14 +263,14 @@ def test_oauth2_token_is_fetched_again_when_the_old_one_expires(tmp_path: Path, 
         d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", extra=extra)
         d.start()
         try:
-            dv.append(USER, "INBOX", mail(1, "Before expiry"))
-            assert wait_until(lambda: len(d.cases()) == 1, 20), d.log()
+            dv.append(USER, "INBOX", question(1, "Before expiry"))
+            wait_until(lambda: len(d.cases()) == 1, 20, explain=d.log)
             # the provider expires the token and drops the session; a refreshed token is available
             tokens.valid = {"token-two"}
             token_file.write_text("token-two\n")
             dv.kick(USER)
-            dv.append(USER, "INBOX", mail(2, "After expiry"))
-            assert wait_until(lambda: len(d.cases()) == 2, 30), d.log()
+            dv.append(USER, "INBOX", question(2, "After expiry"))
+            wait_until(lambda: len(d.cases()) == 2, 30, explain=d.log)
             assert tokens.seen[0] == "token-one" and tokens.seen[-1] == "token-two"
         finally:
             d.stop()
@@ -293,7 +282,7 @@ def test_oauth2_token_is_fetched_again_when_the_old_one_expires(tmp_path: Path, 
 
 def test_a_failing_mailbox_does_not_hold_up_another(tmp_path: Path, database: Database, sink: Sink,
                                                     dovecot: Dovecot) -> None:
-    dovecot.append(USER, "INBOX", mail(1, "For billing"))
+    dovecot.append(USER, "INBOX", question(1, "For billing"))
     d = make_desk(tmp_path, database, sink, dovecot, poll_seconds=2)
     broken = (f'[mailboxes.imap]\nhost = "127.0.0.1"\nport = {dovecot.port}\ntls = "none"\n'
               f'username = "support@example.com"\npassword_file = "imap.pass"\n\n')
@@ -302,9 +291,9 @@ def test_a_failing_mailbox_does_not_hold_up_another(tmp_path: Path, database: Da
     d.config.write_text(text)  # support logs in as a user the server does not know
     d.start()
     try:
-        assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["For billing"], 20), d.log()
+        wait_until(lambda: [c["subject"] for c in d.cases()] == ["For billing"], 20, explain=d.log)
         # Dovecot answers a failed login only after its auth_failure_delay: wait for that line too
-        assert wait_until(lambda: bool(log_events(d, "imap mailbox unavailable")), 20), d.log()
+        wait_until(lambda: bool(log_events(d, "imap mailbox unavailable")), 20, explain=d.log)
         failures = log_events(d, "imap mailbox unavailable")
         assert {f["mailbox"] for f in failures} == {"support@example.com"}
     finally:
@@ -326,7 +315,7 @@ def test_tls_implicit_and_starttls(tmp_path: Path, database: Database, sink: Sin
     dv = Dovecot(folder, {USER: PASSWORD}, tls=(cert, key))
     try:
         dv.start()
-        dv.append(USER, "INBOX", mail(1, f"Over {tls} TLS"))
+        dv.append(USER, "INBOX", question(1, f"Over {tls} TLS"))
         port = dv.tls_port if tls == "implicit" else dv.port
         extra = (imap_toml(dv).replace(f"port = {dv.port}", f"port = {port}")
                  .replace('tls = "none"', f'tls = "{tls}"\nca_file = "ca.pem"'))
@@ -334,7 +323,7 @@ def test_tls_implicit_and_starttls(tmp_path: Path, database: Database, sink: Sin
         d = Daemon.with_config(tmp_path, database.url, f"smtp://127.0.0.1:{sink.port}", extra=extra)
         d.start()
         try:
-            assert wait_until(lambda: [c["subject"] for c in d.cases()] == [f"Over {tls} TLS"], 20), d.log()
+            wait_until(lambda: [c["subject"] for c in d.cases()] == [f"Over {tls} TLS"], 20, explain=d.log)
         finally:
             d.stop()
         # without our CA the server's certificate is refused: nothing is sent over an unverified channel
@@ -357,10 +346,10 @@ def test_servers_without_idle_are_polled(tmp_path: Path, database: Database, sin
         d = make_desk(tmp_path, database, sink, dv, poll_seconds=1)
         d.start()
         try:
-            assert wait_until(lambda: bool(log_events(d, "imap connected")), 10), d.log()
+            wait_until(lambda: bool(log_events(d, "imap connected")), 10, explain=d.log)
             assert log_events(d, "imap connected")[0]["idle"] is False
-            dv.append(USER, "INBOX", mail(1, "Found by polling"))
-            assert wait_until(lambda: [c["subject"] for c in d.cases()] == ["Found by polling"], 10), d.log()
+            dv.append(USER, "INBOX", question(1, "Found by polling"))
+            wait_until(lambda: [c["subject"] for c in d.cases()] == ["Found by polling"], 10, explain=d.log)
         finally:
             d.stop()
     finally:

@@ -23,7 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.conftest import load_eml, require
 from tests.support.daemon import Daemon, write_config
-from tests.support.mails import mail, text_of, token_of, wait_count
+from tests.support.mails import mail, text_of, token_of, wait_count, wait_until
 from tests.support.postfix import Postfix, postfix_problem, running_postfix
 from tests.support.sink import Caught, Sink, free_port
 from tests.unit.test_large_mail import PDF, thunderbird_with_attachments
@@ -151,22 +151,14 @@ def assert_all_valid(stack: Stack, since: int) -> None:
 
 
 def one_ack(stack: Stack, address: str, timeout: float = 30) -> Caught:
-    acks = wait_count(stack.world, address, 1, timeout)
-    assert acks, f"no acknowledgement to {address}\n{stack.report()}"
-    return acks[0]
+    return wait_count(stack.world, address, 1, timeout, explain=stack.report)[0]
 
 
 def settle(stack: Stack) -> None:
     """Waits until Postfix has nothing left for anyone and maild's outbox nothing pending, so
     that counting at the sink counts everything."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        left = stack.postfix.queued()
-        pending = stack.desk.cli_json("outbox", "list", "--status", "pending")
-        if not left and not pending:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"still queued: {stack.postfix.queued()}\n{stack.report()}")
+    wait_until(lambda: not stack.postfix.queued() and not stack.desk.cli_json("outbox", "list", "--status", "pending"),
+               60, interval=0.5, explain=lambda: f"still queued: {stack.postfix.queued()}\n{stack.report()}")
 
 
 def assert_nothing_lost(stack: Stack) -> None:
@@ -244,10 +236,8 @@ def test_client_mail_through_postfix_becomes_cases_and_acknowledgements(stack: S
         submit(stack.postfix, load_eml(s.fixture), s.sender, utf8=s.utf8)
     submit(stack.postfix, thunderbird_with_attachments(pdf=big_pdf), "tereza@firma.test")
 
-    deadline = time.monotonic() + 60
     senders = [s.sender for s in CLIENT_MAILS] + ["tereza@firma.test"]
-    while time.monotonic() < deadline and not all(acks_to(stack.world, a) for a in senders):
-        time.sleep(0.2)
+    wait_until(lambda: all(acks_to(stack.world, a) for a in senders), 60, interval=0.2, explain=stack.report)
     settle(stack)
     by_subject = cases_by_subject(stack.desk)
 
@@ -294,14 +284,13 @@ def test_customer_reply_threads_by_the_token_of_the_acknowledgement(stack: Stack
                  "Už to funguje, díky. Ještě dotaz: jde změnit i PIN?")
     submit(stack.postfix, reply, customer, rcpts=(token,), utf8=True)
 
-    deadline = time.monotonic() + 30
-    case: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def the_reply_case() -> dict[str, Any]:
         (found,) = cases_by_subject(stack.desk)[subject]
-        case = stack.desk.case(found["number"])
-        if len(case["posts"]) >= 2:
-            break
-        time.sleep(0.5)
+        return stack.desk.case(found["number"])
+
+    wait_until(lambda: len(the_reply_case()["posts"]) >= 2, 30, interval=0.5, explain=stack.report)
+    case = the_reply_case()
     assert [p["author"] for p in case["posts"]] == [customer, customer], f"{case['posts']}\n{stack.report()}"
     assert "jde změnit i PIN?" in case["posts"][1]["body"]
     settle(stack)
@@ -319,9 +308,7 @@ def test_burst_of_fifty_through_postfix(stack: Stack) -> None:
         for i, c in enumerate(customers):
             submit(stack.postfix, mail(f"Kunde {i} <{c}>", SUPPORT, f"Störung {run} Nr. {i}",
                                        f"Meldung {i}: der Zähler zeigt falsche Werte."), c, utf8=True, client=client)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not all(stack.world.to(c) for c in customers):
-        time.sleep(0.5)
+    wait_until(lambda: all(stack.world.to(c) for c in customers), 120, interval=0.5, explain=stack.report)
     settle(stack)
     by_subject = cases_by_subject(stack.desk)
     for i, c in enumerate(customers):
@@ -346,22 +333,18 @@ def test_maild_down_for_thirty_seconds_then_a_queue_flush(stack: Stack) -> None:
         body = f"Během výpadku č. {i}: objednávka se neuložila.\nŘádek dva."
         submit(stack.postfix, mail(f"Zákazník {i} <{c}>", SUPPORT, f"Výpadek {run} č. {i}", body), c, utf8=True)
     # Postfix holds them, deferred: maild refuses connections
-    deadline = time.monotonic() + 20
-    held: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def deferred() -> list[dict[str, Any]]:
         held = [q for q in stack.postfix.queued() if q["sender"] in customers]
-        if len(held) == len(customers) and all(q["queue_name"] == "deferred" for q in held):
-            break
-        time.sleep(0.2)
-    assert len(held) == len(customers), f"{held}\n{stack.report()}"
+        return held if len(held) == len(customers) and all(q["queue_name"] == "deferred" for q in held) else []
+
+    held = wait_until(deferred, 20, interval=0.2, explain=stack.report)
     assert all("refused" in r.get("delay_reason", "").lower() for q in held for r in q["recipients"]), held
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_since)))
 
     stack.desk.start()
     stack.postfix.flush()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(stack.world.to(c) for c in customers):
-        time.sleep(0.2)
+    wait_until(lambda: all(stack.world.to(c) for c in customers), 60, interval=0.2, explain=stack.report)
     settle(stack)
     by_subject = cases_by_subject(stack.desk)
     for i, c in enumerate(customers):
