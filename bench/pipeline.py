@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from bench.desk import PROTECTION_TOML
 from bench.loadgen import Mail, generate
 from maild.config import load_config
-from maild.ingest.parse import InboundMessage, parse_message
+from maild.domain.message import InboundMessage
+from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from maild.domain.errors import ConfigError as ConfigError
+from maild.domain.errors import ConfigError
 from maild.domain.stages import DONE_STAGES
 from maild.headers import is_plain_address
 

@@ -29,7 +29,7 @@ from html import escape
 from typing import Any
 
 from maild.config import Config
-from maild.domain.stages import DONE_STAGES as DONE_STAGES
+from maild.domain.stages import DONE_STAGES
 from maild.rules.calendar import ALWAYS, BusinessCalendar, calendars_by_name
 from maild.spreadsheet import safe_cell
 

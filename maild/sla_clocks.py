@@ -1,7 +1,7 @@
 """A case's contract and SLA clocks, kept on the case as it changes (SPEC §8). Never commits.
 
 Above both the SLA arithmetic (rules.sla) and storage (store.*), so that storage imports no
-rules (issue 22 §2); it was store/sla_state.py, which re-exports it while callers move.
+rules (issue 22 §2); it was store/sla_state.py.
 
 Clocks count business time of the contract's calendar, pause while the case is pending and
 stop when the first public agent answer goes out (first response) or the case is resolved

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from maild.ingest.parse import ParseError, parse_message
+from maild.domain.errors import ParseError
+from maild.ingest.parse import parse_message
 from maild.ingest.parse_pool import WORKER_NICENESS, WORKER_POLICY, ParsePool
 from maild.ingest.smtp_worker import SmtpInWorkers
 from maild.ingest.wire import Envelope, ParsedMail

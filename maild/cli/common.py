@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from maild.config import Config, ConfigError
+from maild.config import Config
 from maild.config_checks import load_checked_config
+from maild.domain.errors import ConfigError
 
 __all__ = ["config_option", "engine", "load", "load_for_reading", "print_json"]
 

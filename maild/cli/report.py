@@ -10,16 +10,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from maild.cli.common import config_option, engine, load_for_reading, print_json
-from maild.report import (
-    DONE_STAGES,
-    CaseRow,
-    Period,
-    build_report,
-    default_period,
-    render_csv,
-    render_html,
-    render_text,
-)
+from maild.domain.stages import DONE_STAGES
+from maild.report import CaseRow, Period, build_report, default_period, render_csv, render_html, render_text
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
 

@@ -26,9 +26,10 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from maild.domain.errors import StorageError
-from maild.ingest.delivery import Delivery, Outcome, Quarantined
-from maild.ingest.parse import InboundMessage, ParseError
+from maild.domain.errors import ParseError, StorageError
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Outcome, Quarantined
+from maild.ingest.delivery import Delivery
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.quarantine import quarantine
 from maild.ingest.wire import Envelope, ParsedMail

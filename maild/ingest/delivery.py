@@ -1,5 +1,5 @@
 """What goes into the pipeline besides the mail: its envelope. (What comes out, `Outcome` and
-`Quarantined`, is vocabulary: maild.domain.outcome; re-exported here while callers move.)"""
+`Quarantined`, is vocabulary: maild.domain.outcome.)"""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from maild.config import MailboxConfig
 from maild.domain.message import InboundMessage
-from maild.domain.outcome import Outcome as Outcome
-from maild.domain.outcome import Quarantined as Quarantined
+from maild.domain.outcome import Outcome as Outcome  # re-export until tests/support/pipeline_desk moves
 from maild.ingest.parse import message_ids
 
 ORIGINAL_RECIPIENT_HEADERS = ("delivered-to", "x-original-to")

@@ -24,9 +24,11 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.config import Config, ImapConfig, MailboxConfig
+from maild.domain.errors import ParseError
+from maild.domain.message import InboundMessage
 from maild.ingest.committer import Committer, Pending
 from maild.ingest.delivery import Delivery, header_envelope_sender, header_recipients
-from maild.ingest.parse import InboundMessage, ParseError, parse_message
+from maild.ingest.parse import parse_message
 from maild.ingest.parse_pool import ParsePool, Parsing
 from maild.ingest.wire import Envelope, ParsedMail
 from maild.runtime import Runtime

@@ -2,8 +2,7 @@
 
 mail-parser does the MIME walk and charset decoding; this module only reshapes its answer
 and reads the headers maild decides on (threading, loop and authentication markers). The
-types it returns are vocabulary (maild.domain.message, maild.domain.errors); their names stay
-importable from here.
+types it returns are vocabulary: import them from maild.domain.message and maild.domain.errors.
 """
 
 from __future__ import annotations
@@ -21,11 +20,8 @@ from pathlib import Path
 
 import mailparser
 
-from maild.domain.errors import ParseError as ParseError
-from maild.domain.message import Address as Address
-from maild.domain.message import InboundAttachment as InboundAttachment
-from maild.domain.message import InboundMessage as InboundMessage
-from maild.domain.message import RawMail
+from maild.domain.errors import ParseError
+from maild.domain.message import Address, InboundAttachment, InboundMessage, RawMail
 from maild.headers import clean_name, clean_subject, is_mail_address, normalize_address
 from maild.ingest.large_mail import StoredPart, Undecodable, skeleton_of
 from maild.ingest.sanitize import sanitize_html

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import structlog
 
+from maild.domain.message import InboundMessage
 from maild.ingest import wire
-from maild.ingest.parse import InboundMessage
 from maild.ingest.smtp_worker import (
     WORKER_NICENESS,
     WORKER_POLICY,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from maild.domain.message import InboundMessage
+from maild.domain.outcome import Outcome
 from maild.ingest.committer import (
     AlsoWrite,
     Committer,
@@ -20,8 +22,7 @@ from maild.ingest.committer import (
     Receipt,
     deliveries_for,
 )
-from maild.ingest.delivery import Delivery, Outcome
-from maild.ingest.parse import InboundMessage
+from maild.ingest.delivery import Delivery
 from maild.ingest.parse_pool import HandedOver
 from maild.ingest.pipeline import ingest_message
 from maild.ingest.wire import Envelope, ParsedMail

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import structlog
 
+from maild.domain.errors import ParseError
+from maild.domain.message import InboundMessage
 from maild.ingest import wire
-from maild.ingest.parse import InboundMessage, ParseError, parse_stored
+from maild.ingest.parse import parse_stored
 from maild.ingest.smtp import TRY_LATER, MaildHandler, SessionGate, start_smtp_servers
 from maild.logs import configure_logging
 from maild.store.blobs import BlobStore, kept_in_database

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from maild.ingest.parse import InboundMessage
+from maild.domain.message import InboundMessage
 
 REQUEST = struct.Struct("!QBQ")  # request id, kind, payload length
 ANSWER = struct.Struct("!QQ")  # request id, pickled answer's length

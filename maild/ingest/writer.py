@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maild.domain.errors import StorageError as StorageError  # raised here, and by the committer
-from maild.ingest.delivery import Quarantined
+from maild.domain.outcome import Quarantined
 from maild.store.rows import write_later
 
 log = structlog.get_logger("maild.writer")

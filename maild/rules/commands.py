@@ -4,8 +4,8 @@ Agents work from their mail client (SPEC §6), so a reply may start with `#note`
 `/stage pending`. Commands are all-or-nothing per message, so this module only *plans*: it
 returns the changes and every error at once, each naming its line and a reason a person can act
 on, and the caller applies the plan only when there are no errors. Pure: no database, no I/O.
-The case and change types it plans with are vocabulary (maild.domain.case, maild.domain.stages);
-their names stay importable from here while callers move.
+The case and change types it plans with are vocabulary: import them from maild.domain.case and
+maild.domain.stages.
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from maild.config import AgentConfig, Config
-from maild.domain.case import CaseSnapshot as CaseSnapshot
-from maild.domain.case import Change as Change
-from maild.domain.case import DetachRequest as DetachRequest
-from maild.domain.case import FieldChange as FieldChange
-from maild.domain.case import FollowChange as FollowChange
-from maild.domain.case import ForwardRequest as ForwardRequest
-from maild.domain.case import TagChange as TagChange
-from maild.domain.stages import OPEN_STAGES as OPEN_STAGES
+from maild.domain.case import CaseSnapshot, Change, DetachRequest, FieldChange, FollowChange, ForwardRequest, TagChange
 from maild.domain.stages import PRIORITIES, STAGES, TYPES
 from maild.headers import ascii_address, idna_domain, is_mail_address
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from itertools import islice
 
-from maild.domain.message import ExtractedReply as ExtractedReply
+from maild.domain.message import ExtractedReply
 from maild.threading import quote_phrases as P
 
 

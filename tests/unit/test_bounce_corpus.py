@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from maild.ingest.parse import ParseError, parse_message
+from maild.domain.errors import ParseError
+from maild.ingest.parse import parse_message
 from maild.rules.loops import classify
 from tests.support.rates import report_rate
 

@@ -7,17 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from maild.config import AgentConfig, Config, PolicyConfig, TeamConfig
+from maild.domain.case import CaseSnapshot, DetachRequest, FieldChange, FollowChange, ForwardRequest, TagChange
 from maild.rules.commands import (
-    CaseSnapshot,
     Command,
     CommandError,
-    DetachRequest,
-    FieldChange,
-    FollowChange,
-    ForwardRequest,
     ParsedReply,
     Plan,
-    TagChange,
     add_months,
     parse_reply_commands,
     plan_commands,

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import (
-    Config,
-    ConfigError,
-    ImapConfig,
-    MailboxConfig,
-    ProtectionConfig,
-    keep_restart_only,
-    load_config,
-)
+from maild.config import Config, ImapConfig, MailboxConfig, ProtectionConfig, keep_restart_only, load_config
 from maild.config_checks import load_checked_config
+from maild.domain.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

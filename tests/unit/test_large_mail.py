@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from maild.domain.errors import ParseError
+from maild.domain.message import InboundMessage
 from maild.ingest import large_mail
-from maild.ingest.parse import InboundMessage, ParseError, parse_message, parse_stored
+from maild.ingest.parse import parse_message, parse_stored
 from maild.store.blobs import BlobStore
 
 RNG = random.Random(5)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from maild.ingest.parse import InboundMessage, parse_message
+from maild.domain.message import InboundMessage
+from maild.ingest.parse import parse_message
 from maild.rules.loops import classify
 from tests.support import ordinary_mail
 from tests.support.rates import report_rate

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from maild.ingest.parse import InboundMessage, ParseError, parse_message
+from maild.domain.errors import ParseError
+from maild.domain.message import InboundMessage
+from maild.ingest.parse import parse_message
 from maild.rules.loops import classify
 
 EML_DIR = Path(__file__).resolve().parent.parent / "eml"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maild.threading.reply import ExtractedReply, extract_reply
+from maild.domain.message import ExtractedReply
+from maild.threading.reply import extract_reply
 
 # (id, body, expected new text, a sentence of the quoted history or None, expected signature)
 PLAIN_CASES = [
@@ -500,7 +501,7 @@ def test_empty_message() -> None:
 
 def test_html_only_reply_as_parse_hands_it_over() -> None:
     """parse.py fills `text` of an HTML-only mail with html_to_text: the HTML still decides."""
-    from maild.ingest.parse import html_to_text
+    from maild.threading.reply import html_to_text
 
     html = (
         '<div>Добрый день,</div><div>&nbsp;</div><div>всё работает.</div><div>&nbsp;</div>'

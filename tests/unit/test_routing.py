@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from maild.config import Config, ConfigError, RuleConfig, parse_config
+from maild.config import Config, RuleConfig, parse_config
 from maild.config_checks import check_features, load_checked_config
-from maild.rules.commands import FieldChange, FollowChange, TagChange
+from maild.domain.case import FieldChange, FollowChange, TagChange
+from maild.domain.errors import ConfigError
 from maild.rules.routing import Facts, check_rules, plan_rules, rule_matches
 
 SOURCE = "test.toml"
