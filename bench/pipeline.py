@@ -28,9 +28,9 @@ from bench.desk import PROTECTION_TOML
 from bench.loadgen import Mail, generate
 from maild.config import load_config
 from maild.domain.message import InboundMessage
+from maild.ingest.committer import deliveries_for
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
-from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter
 from maild.notify.samples import RECIPIENT_KINDS, TEMPLATE_KINDS, sample_context
 from maild.runtime import Runtime, build_runtime
@@ -76,7 +76,7 @@ class Run:
 
 
 def _job(rt: Runtime, m: Mail, msg: InboundMessage, run: Run) -> Callable[[Session], Any]:
-    """The writer's job for one mail (as `Receiver.submit` builds it), timed by outcome."""
+    """The writer's job for one mail (as `Committer.submit` builds it), timed by outcome."""
     def job(session: Session) -> None:
         c0, b0 = time.process_time(), run.blobs[0]
         outcomes = [ingest_message(session, msg, d, rt) for d in deliveries_for(rt, [m.rcpt], m.mail_from, "smtp")]

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
 from maild.domain.message import InboundMessage
+from maild.ingest.committer import deliveries_for
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
-from maild.ingest.receive import deliveries_for
 from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.blobs import RAW_IN_DATABASE_MAX
 from maild.store.db import MIGRATIONS_DIR, SCHEMA_HEAD, schema_is_current
@@ -492,22 +492,23 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
     else: if the pipeline then fails on it, the quarantine must still get those bytes."""
     import asyncio
 
-    from maild.ingest import receive
-    from maild.ingest.parse_pool import parse_for_handover
+    from maild.ingest import committer
+    from maild.ingest.smtp_worker import parse_received
+    from maild.ingest.wire import Envelope
 
     raw = mail("eve@acme.test", "Odd one", msgid="odd@acme.test")
-    handed = parse_for_handover(raw, "eve@acme.test", ["support@example.com"], str(desk.rt.raw_store.root),
-                                str(desk.rt.attachment_store.root))
-    assert isinstance(handed.parsed, InboundMessage) and handed.raw == b""  # the bytes travel in the mail only
-    assert handed.parsed.raw == raw and handed.parsed.raw_path is None
+    parsed = parse_received(raw, str(desk.rt.raw_store.root), str(desk.rt.attachment_store.root))
+    assert isinstance(parsed.mail, InboundMessage) and parsed.raw == b""  # the bytes travel in the mail only
+    assert parsed.mail.raw == raw and parsed.mail.raw_path is None
 
     def bug(*args: object) -> None:
         raise RuntimeError("a bug on this mail")
-    monkeypatch.setattr(receive, "ingest_message", bug)
+    monkeypatch.setattr(committer, "ingest_message", bug)
     writer = IngestWriter(desk.sessions)
     writer.start()
     try:
-        result = asyncio.run(receive.Receiver(desk.rt, writer).receive_handed_over(handed))
+        envelope = Envelope("eve@acme.test", ["support@example.com"])
+        result = asyncio.run(committer.Committer(desk.rt, writer).commit(parsed, envelope))
     finally:
         writer.stop()
     assert result.stored and result.quarantined is not None
