@@ -16,7 +16,7 @@ from maild.store.models import Case
 from tests.conftest import Database
 from tests.support.daemon import write_config
 from tests.support.pipeline_desk import mail
-from tests.test_sla import ALICE, contracts_desk, put_in_contract
+from tests.unit.test_sla import ALICE, contracts_desk, put_in_contract
 
 CONTRACTS_TOML = '''
 [[calendars]]

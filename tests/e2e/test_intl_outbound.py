@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Database, load_eml
+from tests.e2e.test_outbound_smtputf8 import RecordingSink
 from tests.support.daemon import Daemon
 from tests.support.mails import mail, wait_count
-from tests.test_outbound_smtputf8 import RecordingSink
 
 INTERNATIONAL = "utf8-sender-internationalized-address.eml"  # From: Jiří Dvořák <jiří@příklad.example>
 

@@ -14,7 +14,7 @@ from typing import Any
 from tests.conftest import require
 from tests.support.dovecot import dovecot_problem
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LOAD_KEYS = ("msgs_per_s", "p50_ms", "p95_ms", "p99_ms", "wall_s", "generator_cpu_s", "generator_cpu_pct",
              "server_cpu_pct")
 

@@ -23,9 +23,9 @@ from maild.notify.compose import compose_mail, new_message_id
 from maild.notify.transport import MaildirTransport, SmtpTransport, make_transport
 from maild.store.db import make_sessionmaker
 from maild.store.outbox import enqueue_mail
+from tests.e2e.test_outbox_delivery import T0, Clock, rows, worker
 from tests.support.daemon import write_config
 from tests.support.sink import Sink, free_port
-from tests.test_outbox_delivery import T0, Clock, rows, worker
 
 IDN_ASCII_LOCAL = "jiri@příklad.example"
 IDN_ASCII_LOCAL_WIRE = "jiri@xn--pklad-zsa96e.example"

@@ -24,7 +24,7 @@ from maild.ingest.wire import Envelope, ParsedMail
 from maild.store.blobs import RAW_IN_DATABASE_MAX, BlobStore
 from tests.unit.test_large_mail import assert_same_mail
 
-EML = Path(__file__).parent / "eml"
+EML = Path(__file__).resolve().parents[1] / "eml"
 
 
 def crlf(name: str) -> bytes:
