@@ -20,8 +20,8 @@ from maild.store.blobs import BlobStore
 from maild.store.db import make_engine
 from maild.store.models import Message
 from maild.store.raw_messages import raw_message
-from tests.e2e.test_spine import mail
 from tests.support.daemon import Daemon
+from tests.support.mails import mail
 from tests.support.sink import Sink
 
 

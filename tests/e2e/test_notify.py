@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.support.daemon import Daemon
+from tests.support.mails import mail, text_of, wait_count
 from tests.support.sink import Caught, Sink
 
 RULES = '''
@@ -26,26 +26,8 @@ then = { team = "billing", priority = "high", add_tags = ["acme"] }
 TOKEN_RE = re.compile(r"((?:support|billing)\+[a-z0-9]+@example\.com)")
 
 
-def mail(frm: str, to: str, subject: str, body: str) -> bytes:
-    return (f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{uuid.uuid4().hex}@client.test>\r\n"
-            f"Date: Fri, 20 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-            f"{body}\r\n").encode().replace(b"\n", b"\n").replace(b"\r\r", b"\r")
-
-
-def text_of(c: Caught) -> str:
-    part = c.message.get_body(("plain",))
-    return part.get_content() if part else ""
-
-
 def html_of(c: Caught) -> str:
     return "".join(p.get_content() for p in c.message.walk() if p.get_content_type() == "text/html")
-
-
-def wait_for(sink: Sink, address: str, count: int, timeout: float = 10) -> list[Caught]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(sink.to(address)) < count:
-        time.sleep(0.05)
-    return sink.to(address)
 
 
 def quiet(seconds: float = 1.0) -> None:
@@ -65,7 +47,7 @@ def new_case(desk: Daemon, sink: Sink, frm: str = "Jane <jane@acme.test>") -> tu
     address = re.search(r"[\w.]+@[\w.]+", frm).group(0)
     desk.send(mail(frm, "support@example.com", "Invoice 2026-11 is wrong", "The total is off."), address,
               ["support@example.com"])
-    ack = wait_for(sink, address, 1)[-1]
+    ack = wait_count(sink, address, 1)[-1]
     return int(re.search(r"\[#(\d+)\]", ack.message["Subject"]).group(1)), address
 
 
@@ -75,7 +57,7 @@ def test_rule_routes_a_new_case_and_the_history_names_it(desk: Daemon, sink: Sin
     assert (case["queue"], case["priority"], case["tags"]) == ("billing", "high", ["acme"])
     by_rule = [h for h in case["history"] if h["rule"] == "acme to billing"]
     assert {h["field"] for h in by_rule} == {"queue", "priority", "tags"} and all(h["via"] == "rule" for h in by_rule)
-    (to_carol,) = wait_for(sink, "carol@example.com", 1)
+    (to_carol,) = wait_count(sink, "carol@example.com", 1)
     assert f"[#{n}]" in to_carol.message["Subject"]
     quiet()
     assert sink.to("alice@example.com") == [] and sink.to("bob@example.com") == []
@@ -85,10 +67,10 @@ def test_rule_routes_a_new_case_and_the_history_names_it(desk: Daemon, sink: Sin
 
 def test_reply_with_stage_change_is_one_mail_and_tags_stay_internal(desk: Daemon, sink: Sink) -> None:
     n, jane = new_case(desk, sink)
-    carol = TOKEN_RE.search(str(wait_for(sink, "carol@example.com", 1)[0].message["Reply-To"])).group(1)
+    carol = TOKEN_RE.search(str(wait_count(sink, "carol@example.com", 1)[0].message["Reply-To"])).group(1)
     desk.send(mail("carol@example.com", carol, f"Re: [#{n}]", "/stage pending\n/assign me\n"
                    "We are correcting the invoice."), "carol@example.com", [carol])
-    got = wait_for(sink, jane, 2)
+    got = wait_count(sink, jane, 2)
     quiet()
     assert len(sink.to(jane)) == 2
     assert "We are correcting the invoice." in text_of(got[1]) and "pending" in text_of(got[1])
@@ -139,7 +121,7 @@ def test_detach_by_mail(desk: Daemon, sink: Sink) -> None:
     m.set_content("Oops, wrong file.")
     m.add_attachment(b"private", maintype="application", subtype="octet-stream", filename="passwords.txt")
     desk.send(m.as_bytes(), "joe@other.test", ["support@example.com"])
-    alice = TOKEN_RE.search(str(wait_for(sink, "alice@example.com", 1)[0].message["Reply-To"])).group(1)
+    alice = TOKEN_RE.search(str(wait_count(sink, "alice@example.com", 1)[0].message["Reply-To"])).group(1)
     desk.send(mail("alice@example.com", alice, f"Re: [#{n}]", "/detach passwords.txt"), "alice@example.com", [alice])
     quiet()
     case = desk.case(n)
@@ -156,7 +138,7 @@ def test_case_update_goes_through_the_same_checks_and_history(desk: Daemon, sink
     by_cli = [h for h in case["history"] if h["via"] == "cli"]
     assert {h["field"] for h in by_cli} == {"stage", "priority", "field:po"}
     assert all(h["actor"].endswith("@cli") for h in by_cli)
-    resolved = wait_for(sink, jane, 2)  # resolved is one of the stages customers hear of
+    resolved = wait_count(sink, jane, 2)  # resolved is one of the stages customers hear of
     assert len(resolved) == 2 and "resolved" in text_of(resolved[1])
     bad = desk.cli("case", "update", str(n), "--stage", "done", "--queue", "nope", check=False)
     assert bad.returncode == 1 and "unknown stage 'done'" in bad.stderr and "unknown team 'nope'" in bad.stderr
@@ -188,12 +170,12 @@ def test_notify_matrix_can_be_changed_per_event(database: Database, sink: Sink, 
     d.start()
     try:
         d.send(mail("joe@other.test", "support@example.com", "Hello", "Hi"), "joe@other.test", ["support@example.com"])
-        wait_for(sink, "joe@other.test", 1)
+        wait_count(sink, "joe@other.test", 1)
         quiet()
         assert sink.to("alice@example.com") == []  # case_created told to nobody
         d.cli("case", "update", "1", "--tag", "+urgent-ish")
-        assert wait_for(sink, "alice@example.com", 1) and wait_for(sink, "bob@example.com", 1)
-        assert wait_for(sink, "audit@example.org", 1)
+        assert wait_count(sink, "alice@example.com", 1) and wait_count(sink, "bob@example.com", 1)
+        assert wait_count(sink, "audit@example.org", 1)
         (tmp_path / "bad").mkdir()
         bad = Daemon.with_config(tmp_path / "bad", database.url, "smtp://127.0.0.1:1",
                                  extra='\n[notify]\nevents = { tags_changd = ["team"], closed = ["nobody"] }\n')
@@ -218,7 +200,7 @@ def test_auto_reply_rule_uses_an_admin_template(database: Database, sink: Sink, 
     try:
         d.send(mail("boss@vip.test", "support@example.com", "Urgent", "Call me"), "boss@vip.test",
                ["support@example.com"])
-        (welcome,) = wait_for(sink, "boss@vip.test", 1)
+        (welcome,) = wait_count(sink, "boss@vip.test", 1)
         quiet()
         assert len(sink.to("boss@vip.test")) == 1 and "Welcome, VIP" in welcome.message["Subject"]
         assert "VIP line will call you" in text_of(welcome)

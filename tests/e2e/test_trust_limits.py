@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Database, require
-from tests.e2e.test_imap import PASSWORD, USER, imap_toml, wait_until
+from tests.e2e.test_imap import PASSWORD, USER, imap_toml
 from tests.support.daemon import Daemon
 from tests.support.dovecot import Dovecot, dovecot_problem, running_dovecot
+from tests.support.mails import wait_until
 from tests.support.sink import Sink
 
 CASE_NUMBER_RE = re.compile(rb"#\s*\d|\bcase\b", re.I)
