@@ -21,6 +21,7 @@ from maild.store.cases import FORWARD, Stream, references, stream_message_ids
 from maild.store.contacts import unmailed_contacts
 from maild.store.models import Attachment, Case
 from maild.store.outbox import enqueue_mail
+from maild.store.transaction import tx_state
 from maild.threading.tokens import bounce_address, make_token, reply_address
 
 log = structlog.get_logger("maild.notify")
@@ -46,7 +47,7 @@ def mailbox_name(rt: Runtime, case: Case) -> str:
 def _streams(session: Session, case_number: int) -> Stream:
     """The case's Message-IDs for References, per audience, read once a transaction (a new
     case's mails would otherwise query them once each)."""
-    cache: dict[int, Stream] = session.info.setdefault("maild.stream_ids", {})
+    cache: dict[int, Stream] = tx_state(session).streams
     if case_number not in cache:
         cache[case_number] = stream_message_ids(session, case_number)
     return cache[case_number]
@@ -55,7 +56,7 @@ def _streams(session: Session, case_number: int) -> Stream:
 def start_stream(session: Session, case_number: int, message_ids: list[str]) -> None:
     """A case opened in this transaction: its stream is what we just stored, no query needed
     (the mail that opens a case is the customer side's own, so both audiences know it)."""
-    session.info.setdefault("maild.stream_ids", {})[case_number] = Stream(list(message_ids), list(message_ids))
+    tx_state(session).streams[case_number] = Stream(list(message_ids), list(message_ids))
 
 
 def to_customer_side(mail: CaseMail) -> bool:

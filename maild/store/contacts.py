@@ -12,6 +12,7 @@ from maild.config import OrganizationsConfig
 from maild.headers import clean_name
 from maild.store.models import Contact, Organization, OrganizationDomain
 from maild.store.rows import columns, insert_persistent, load, update_row
+from maild.store.transaction import tx_state
 
 # Statements of every mail, built once: building one costs more than running it.
 _ORG_BY_DOMAIN = select(Organization).join(OrganizationDomain).where(OrganizationDomain.domain == bindparam("domain"))
@@ -44,7 +45,7 @@ def ensure_organization(session: Session, domain: str, settings: OrganizationsCo
 def unmailed_contacts(session: Session) -> set[str]:
     """Addresses first seen in this transaction that no mail has been queued to yet: rate
     limits need not ask the outbox about them."""
-    return session.info.setdefault("maild.unmailed_contacts", set())
+    return tx_state(session).unmailed_contacts
 
 
 def ensure_contact(session: Session, address: str, name: str, settings: OrganizationsConfig,

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
 from maild.store.models import Base
+from maild.store.transaction import tx_state
 
 _Column = tuple[str, Callable[[], Any] | None]  # attribute key, its Python default
 
@@ -100,7 +101,6 @@ _INSERTS: dict[Table, Insert] = {}  # write_later's statements, built once
 
 _Params = Callable[[dict[str, Any]], Any]
 _COMPILED: dict[tuple[int, str, str, tuple[str, ...]], tuple[str, _Params]] = {}
-_CONNECTION = "maild.rows_connection"
 
 
 def _compiled(conn: Connection, statement: Insert | Update, keys: tuple[str, ...]) -> tuple[str, _Params]:
@@ -142,11 +142,12 @@ def _bind_params(compiled: Compiled, dialect: Dialect) -> _Params:
 
 
 def _connection(session: Session) -> Connection:
-    """The session's connection, kept in `session.info` for the transaction:
+    """The session's connection, kept in the transaction's state (store.transaction):
     `Session.connection()` costs more than most statements it is asked for."""
-    conn: Connection | None = session.info.get(_CONNECTION)
+    state = tx_state(session)
+    conn = state.connection
     if conn is None or conn.closed or not conn.in_transaction():
-        conn = session.info[_CONNECTION] = session.connection()
+        conn = state.connection = session.connection()
     return conn
 
 
@@ -243,18 +244,18 @@ def insert_unless_present(session: Session, table: Table, row: dict[str, Any]) -
         statement = _UNLESS_PRESENT[key] = dialect_insert(table).on_conflict_do_nothing()
     _run(session, statement, [row])
 
-_LATER = "maild.rows_later"
-
 
 def insert_later(session: Session, table: Table, row: dict[str, Any]) -> None:
     """`row` (every column) is written by the next write_later, with the other rows of its table."""
-    session.info.setdefault(_LATER, {}).setdefault(table, []).append(row)
+    tx_state(session).later.setdefault(table, []).append(row)
 
 
 def write_later(session: Session) -> None:
-    """Writes what insert_later gathered: one executemany a table."""
-    later: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_LATER, None)
+    """Writes what insert_later gathered (kept in the transaction's state): one executemany a table."""
+    state = tx_state(session)
+    later = state.later
     if later:
+        state.later = {}
         for table, rows in later.items():
             statement = _INSERTS.get(table)
             if statement is None:
