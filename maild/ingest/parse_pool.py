@@ -127,7 +127,8 @@ class Parsing:
 
     def result(self) -> InboundMessage:
         """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
-        return dataclasses.replace(self._future.result(), raw=self._raw)
+        msg = self._future.result()
+        return dataclasses.replace(msg, raw_mail=dataclasses.replace(msg.raw_mail, data=self._raw))
 
 
 class ParsePool:
@@ -216,7 +217,7 @@ class ParsePool:
     async def parse(self, raw: bytes) -> InboundMessage:
         """The parsed mail with its blobs stored; raises ParseError as parse_message does."""
         msg = await self._run(wire.RAW, raw, parse_and_store, raw)
-        return dataclasses.replace(msg, raw=raw)
+        return dataclasses.replace(msg, raw_mail=dataclasses.replace(msg.raw_mail, data=raw))
 
     async def parse_spooled(self, spool: Path) -> InboundMessage:
         """parse_spooled in a worker."""

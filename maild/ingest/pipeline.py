@@ -148,8 +148,8 @@ def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt
 
     now = rt.clock()
     classification = classify(msg, delivery.envelope_sender, rt.mailbox_addresses, cfg.server.hostname)
-    if msg.raw_path is None:  # else a parse worker has put them into the raw store already
-        keep_raw(session, rt.raw_store, msg.sha256, msg.raw)
+    if not msg.raw_mail.stored:  # else a parse worker has put them into the raw store already
+        keep_raw(session, rt.raw_store, msg.sha256, msg.raw_mail.data)
     stored = Message(mailbox=mailbox, message_id=msg.message_id, dedup_key=key, sha256=msg.sha256,
                      size=msg.size, from_address=msg.sender.address if msg.sender else "",
                      subject=msg.subject[:1000], classification=classification.kind, received_at=now)

@@ -85,7 +85,7 @@ def parse_and_store(raw: bytes, raw_root: str, attachment_root: str, max_parts: 
     if kept_in_database(len(raw)):
         return msg
     raw_path = BlobStore(Path(raw_root)).put_file(raw, msg.sha256)
-    return dataclasses.replace(msg, raw_path=str(raw_path))
+    return dataclasses.replace(msg, raw_mail=dataclasses.replace(msg.raw_mail, path=str(raw_path)))
 
 
 def parse_spooled(spool: Path, raw_root: str, attachment_root: str, max_parts: int | None = None) -> InboundMessage:
@@ -96,7 +96,7 @@ def parse_spooled(spool: Path, raw_root: str, attachment_root: str, max_parts: i
     with open(spool, "rb+") as f:
         os.fsync(f.fileno())
     path = BlobStore(Path(raw_root)).adopt(spool, msg.sha256)
-    return dataclasses.replace(msg, raw_path=str(path))
+    return dataclasses.replace(msg, raw_mail=dataclasses.replace(msg.raw_mail, path=str(path)))
 
 
 def _store_attachments(msg: InboundMessage, attachment_root: str) -> None:
@@ -118,8 +118,8 @@ def parse_received(raw: bytes | Path | OSError, raw_root: str, attachment_root: 
             msg = parse_spooled(raw, raw_root, attachment_root, max_parts)
         else:
             msg = parse_and_store(raw, raw_root, attachment_root, max_parts)
-            if msg.raw_path is None:  # the committer has not got the bytes: they go with the mail
-                msg = dataclasses.replace(msg, raw=raw)
+            if not msg.raw_mail.stored:  # the committer has not got the bytes: they go with the mail
+                msg = dataclasses.replace(msg, raw_mail=dataclasses.replace(msg.raw_mail, data=raw))
     except ParseError as e:
         return wire.ParsedMail(e, raw)
     except OSError as e:

@@ -46,7 +46,7 @@ class ParsedMail:
     """A mail after its parse, wherever that ran: `mail` is the message (its blobs stored), or
     why it could not be (ParseError: quarantine it; OSError: nothing is kept, the sender
     retries). `raw` is what a quarantine keeps when the message does not carry it: the bytes,
-    or the path of the spool file; b"" when the message carries them (`raw`/`raw_path`)."""
+    or the path of the spool file; b"" when the message carries them (its `raw_mail`)."""
 
     mail: InboundMessage | Exception
     raw: bytes | Path = b""
@@ -55,7 +55,7 @@ class ParsedMail:
         """The raw mail a quarantine keeps, wherever it is."""
         m = self.mail
         if isinstance(m, InboundMessage):
-            return Path(m.raw_path) if m.raw_path else m.raw or self.raw
+            return Path(m.raw_mail.path) if m.raw_mail.path else m.raw_mail.data or self.raw
         return self.raw
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from maild.domain.errors import ParseError
+from maild.domain.message import RawMail
 from maild.ingest.parse import parse_message
 from maild.ingest.parse_pool import WORKER_NICENESS, WORKER_POLICY, ParsePool
 from maild.ingest.smtp_worker import SmtpInWorkers
@@ -68,8 +69,9 @@ def test_worker_parses_as_in_place_and_stores_the_blobs(pool: ParsePool, tmp_pat
                                                          loop: asyncio.AbstractEventLoop) -> None:
     raw = crlf("attachments-non-ascii-names.eml")
     msg = on(loop, pool.parse(raw))
-    assert_same_mail(parse_message(raw), dataclasses.replace(msg, raw=b""), BlobStore(tmp_path / "attachments"))
-    assert msg.raw == raw and msg.attachments and msg.raw_path is None  # the commit keeps a small mail's bytes
+    assert_same_mail(parse_message(raw), dataclasses.replace(msg, raw_mail=RawMail()),
+                     BlobStore(tmp_path / "attachments"))
+    assert msg.raw_mail == RawMail(data=raw) and msg.attachments  # the commit keeps a small mail's bytes
     assert not (tmp_path / "raw").exists()
     for a in msg.attachments:
         assert a.data is None or BlobStore(tmp_path / "attachments").get(a.sha256) == a.data
@@ -82,8 +84,8 @@ def test_worker_puts_a_large_mails_bytes_into_the_raw_store(pool: ParsePool, tmp
            "Message-ID: <log@acme.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + log + "\r\n").encode()
     assert len(raw) > RAW_IN_DATABASE_MAX
     msg = on(loop, pool.parse(raw))
-    assert msg.raw_path == str(BlobStore(tmp_path / "raw").path(msg.sha256))
-    assert Path(msg.raw_path).read_bytes() == raw
+    assert msg.raw_mail.path == str(BlobStore(tmp_path / "raw").path(msg.sha256))
+    assert Path(msg.raw_mail.path).read_bytes() == raw
 
 
 def test_unreadable_mail_raises_parse_error_and_stores_nothing(pool: ParsePool, tmp_path: Path,

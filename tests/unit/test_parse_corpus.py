@@ -267,7 +267,7 @@ def test_parse(name: str, eol: str) -> None:
     raw = load(name, eol)
     msg = parse_message(raw)
 
-    assert msg.raw == raw
+    assert msg.raw_mail.data == raw
     assert msg.sender is not None
     assert (msg.sender.address, msg.sender.name) == (exp.sender, exp.name)
     assert msg.subject == exp.subject

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, OrganizationsConfig, ProtectionConfig, TeamConfig
-from maild.domain.message import InboundMessage
+from maild.domain.message import InboundMessage, RawMail
 from maild.ingest.committer import deliveries_for
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
@@ -499,7 +499,7 @@ def test_a_handed_over_mail_that_fails_processing_is_quarantined_whole(
     raw = mail("eve@acme.test", "Odd one", msgid="odd@acme.test")
     parsed = parse_received(raw, str(desk.rt.raw_store.root), str(desk.rt.attachment_store.root))
     assert isinstance(parsed.mail, InboundMessage) and parsed.raw == b""  # the bytes travel in the mail only
-    assert parsed.mail.raw == raw and parsed.mail.raw_path is None
+    assert parsed.mail.raw_mail == RawMail(data=raw)
 
     def bug(*args: object) -> None:
         raise RuntimeError("a bug on this mail")
