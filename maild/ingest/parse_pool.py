@@ -41,13 +41,12 @@ from maild.ingest.smtp_worker import (
     WORKER_POLICY,
     SmtpInWorkers,
     parse_and_store,
-    parse_received,
     parse_spooled,
     worker_main,
 )
 
-__all__ = ["WORKER_NICENESS", "WORKER_POLICY", "HandedOver", "ParsePool", "Parsing", "SmtpInWorkers",
-           "default_processes", "parse_for_handover"]
+__all__ = ["WORKER_NICENESS", "WORKER_POLICY", "ParsePool", "Parsing", "SmtpInWorkers",
+           "default_processes"]
 
 log = structlog.get_logger("maild.parse")
 
@@ -55,24 +54,6 @@ log = structlog.get_logger("maild.parse")
 def default_processes() -> int:
     """One per core, at most four: beyond that the single writer is the limit."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class HandedOver:
-    """Kept for callers of the old hand-over (wire.MailIn replaces it): a parsed mail and its
-    SMTP envelope."""
-
-    mail_from: str
-    recipients: list[str]
-    parsed: InboundMessage | Exception
-    raw: bytes | str = b""
-
-
-def parse_for_handover(raw: bytes | Path | OSError, mail_from: str, recipients: list[str], raw_root: str,
-                       attachment_root: str, max_parts: int | None = None) -> HandedOver:
-    """Kept for callers of the old hand-over: smtp_worker.parse_received with the envelope."""
-    p = parse_received(raw, raw_root, attachment_root, max_parts)
-    return HandedOver(mail_from, recipients, p.mail, str(p.raw) if isinstance(p.raw, Path) else p.raw)
 
 
 # What the daemon does with a mail a worker parsed: commit it and say the reply to its DATA.
