@@ -138,7 +138,35 @@ def stored_before(session: Session, msg: InboundMessage, mailbox: str, key: str)
 
 def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime, *,
                    released_by: AgentConfig | None = None) -> Outcome:
-    """`released_by`: the agent whose reply to a hold notice vouches for this (held) mail."""
+    """`released_by`: the agent whose reply to a hold notice vouches for this (held) mail.
+    The lines logged about the mail carry its case once it is known (`_bind_case`): until the
+    call returns, or, when it fails on something other than a decision (Quarantined), for the
+    caller's line about the failure too (the writer's "job failed"; the writer ends what a job
+    bound with the job)."""
+    outer = structlog.contextvars.get_contextvars().get("case")
+    try:
+        outcome = _ingest_message(session, msg, delivery, rt, released_by)
+    except Quarantined:
+        _rebind_case(outer)
+        raise
+    _rebind_case(outer)
+    return outcome
+
+
+def _bind_case(number: int) -> None:
+    """From here on the mail's log lines carry its case (issue 22 §8)."""
+    structlog.contextvars.bind_contextvars(case=number)
+
+
+def _rebind_case(number: int | None) -> None:
+    if number is None:
+        structlog.contextvars.unbind_contextvars("case")
+    else:
+        structlog.contextvars.bind_contextvars(case=number)
+
+
+def _ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime,
+                    released_by: AgentConfig | None) -> Outcome:
     cfg = rt.config
     mailbox = delivery.mailbox.address.lower()
     key = dedup_key(msg)
@@ -249,6 +277,7 @@ def _auto_reply(session: Session, msg: InboundMessage, stored: Message, match: M
         return Outcome("ignored", None, "none", classification.kind, acknowledgement="none: automatic reply",
                        reply_text=text, reason=f"automatic reply to no case ({classification.reason})")
     stored.case_number = case.number
+    _bind_case(case.number)
     stored.matched_by = match.rule
     insert_row(session, stored)
     sender = stored.from_address or "an unknown sender"
@@ -330,6 +359,8 @@ def _release_held(session: Session, msg: InboundMessage, stored: Message, token:
     outcome = ingest_message(session, held_msg, Delivery(mailbox=mailbox, recipients=[], envelope_sender=None,
                                                          via="release"), rt, released_by=agent)
     stored.case_number = outcome.case_number
+    if outcome.case_number is not None:
+        _bind_case(outcome.case_number)
     insert_row(session, stored)
     log.info("held mail released", message_id=held_msg.message_id, agent=agent.email, case=outcome.case_number)
     return outcome
@@ -361,6 +392,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
     if not created:
         case.updated_at = now  # a new case has it already: setting it again would cost an UPDATE
     stored.case_number = case.number
+    _bind_case(case.number)
     stored.matched_by = "new" if created else match.rule
     insert_row(session, stored)
 
@@ -464,7 +496,7 @@ def _note_omitted_parts(session: Session, msg: InboundMessage, stored: Message, 
     limit = rt.config.protection.max_mime_parts
     where = f"maild message raw <{msg.message_id}>" if msg.message_id else f"its raw message, sha256 {msg.sha256}"
     log.warning("mime parts over the limit, kept only in the raw message", message_id=msg.message_id,
-                case=case.number, omitted=msg.omitted_parts, limit=limit)
+                omitted=msg.omitted_parts, limit=limit)  # and its case, bound (`_bind_case`)
     insert_row(session, Post(case_number=case.number, message_pk=stored.id, visibility="internal", author="system",
                              author_kind="system", source="system", created_at=rt.clock(),
                              body=f"{msg.omitted_parts} MIME parts beyond the limit of {limit} were not kept as "
@@ -486,6 +518,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     now = rt.clock()
     actor = agent.email.lower()
     stored.case_number = case.number
+    _bind_case(case.number)
     stored.matched_by = match.rule
     insert_row(session, stored)
     reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)

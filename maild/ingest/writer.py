@@ -12,13 +12,19 @@ bug outside any job fails its batch, not the thread. If the thread ends anyway, 
 supervisor starts it again; `health` says how it is, for /healthz.
 
 A job runs with the structlog context its caller had bound when it submitted it (a mail's
-message_id, mailbox): the lines the job logs, and the writer's about the job, carry them,
-and the thread's context is as it was after each job.
+message_id, mailbox), in a context of its own: the lines the job logs, and the writer's about
+the job, carry them and what the job bound (its case), and the thread's context is as it was
+after each job.
+
+Each transaction's own state (store.rows' connection and deferred rows, the caches of
+store.contacts and notify.casemail) is one `store.transaction.TxState`, which begins and
+ends with the transaction, and goes with a rolled-back SAVEPOINT: nothing to clear here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import queue
 import threading
@@ -145,9 +151,7 @@ class IngestWriter:
     def submit(self, job: Job) -> Future[Any]:
         """Queues `job`; its future has the job's result after the commit. The caller's bound
         log context goes with it (`_Bound`)."""
-        context = structlog.contextvars.get_contextvars()
-        if context:
-            job = _Bound(job, context)
+        job = _Bound(job, structlog.contextvars.get_contextvars())
         fut: Future[Any] = Future()
         self._queue.put((job, fut))
         self._ensure_running()
@@ -323,8 +327,8 @@ class IngestWriter:
                     # What the job left in the session may describe rows its rollback removed
                     # (store.rows puts new rows' objects there as loaded, and SQLite hands their
                     # ids out again); the jobs before it are flushed, so nothing else is lost.
+                    # (The transaction's state, store.transaction, went with the SAVEPOINT.)
                     session.expunge_all()
-                    session.info.clear()  # per-transaction caches (store.contacts, notify.casemail)
                     results.append((job, fut, None, e))
         return results
 
@@ -356,22 +360,33 @@ def _commit_error(e: Exception) -> StorageError:
 
 
 class _Bound:
-    """A job with the log context its caller had bound, bound again while it runs."""
+    """A job with the log context its caller had bound, run in a log context of its own: what
+    the job binds (the pipeline binds the mail's case) goes with its lines and with the lines
+    the writer logs about it afterwards (`logged`: "job failed"), and ends with the job, not
+    with the writer thread's next one."""
 
-    __slots__ = ("context", "job")
+    __slots__ = ("context", "job", "logged")
 
     def __init__(self, job: Job, context: dict[str, Any]):
         self.job = job
-        self.context = context
+        self.context = context  # the caller's: each run (a retry too) starts from it
+        self.logged = context  # as the last run left it
 
     def __call__(self, session: Session) -> Any:
-        with structlog.contextvars.bound_contextvars(**self.context):
+        return contextvars.copy_context().run(self._run, session)
+
+    def _run(self, session: Session) -> Any:
+        structlog.contextvars.bind_contextvars(**self.context)
+        try:
             return self.job(session)
+        finally:
+            self.logged = structlog.contextvars.get_contextvars()
 
 
 def _context_of(job: Job) -> Any:
-    """The log context of `job`'s caller, bound for a line the writer logs about it."""
-    return structlog.contextvars.bound_contextvars(**(job.context if isinstance(job, _Bound) else {}))
+    """The log context of `job` (what its caller bound, and the job after), bound for a line
+    the writer logs about it."""
+    return structlog.contextvars.bound_contextvars(**(job.logged if isinstance(job, _Bound) else {}))
 
 
 def _job_error(e: BaseException, job: Job) -> BaseException:

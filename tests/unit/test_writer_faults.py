@@ -16,6 +16,7 @@ import structlog.testing
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from maild.config import ProtectionConfig
 from maild.ingest.committer import Committer, Pending, Receipt
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
@@ -24,6 +25,7 @@ from maild.ingest.writer import IngestWriter, StorageError
 from maild.store.models import Case, Contact
 from maild.store.rows import insert_row
 from tests.support.faults import break_inserts, mend_inserts
+from tests.support.mails import mail as client_mail
 from tests.support.pipeline_desk import T0, Desk, mail
 
 
@@ -170,3 +172,33 @@ def test_the_writers_job_failed_line_carries_what_its_caller_bound(desk: Desk) -
     (failed,) = _logged(entries, "job failed")
     assert failed["message_id"] == "odd@acme.test" and failed["mailbox"] == "support@example.com"
     assert all("message_id" not in e for e in entries if e is not failed)
+
+
+def test_a_line_logged_once_the_case_is_known_carries_the_case(engine: Engine, tmp_path: Path) -> None:
+    """Issue 22 §8: the pipeline binds the mail's case (structlog contextvars) once it has one,
+    so its later lines carry it with the message_id and mailbox (here: the parts past [protection]
+    max_mime_parts, a line that does not name the case itself); the writer's next job carries none."""
+    desk = Desk(engine, tmp_path, protection=ProtectionConfig(max_mime_parts=1))
+    writer = IngestWriter(desk.sessions)
+    committer = Committer(desk.rt, writer)
+    parts = [(f"scan-{n}.txt", "text/plain", f"page {n}".encode()) for n in range(3)]
+    raw = client_mail("jane@acme.test", "support@example.com", "Scans", "Three pages.", msgid="scans@acme.test",
+                      attachments=parts)
+    parsed = ParsedMail(parse_message(raw, max_parts=1))
+    probe = structlog.get_logger("tests.probe")
+    writer.start()
+    try:
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
+            receipt = asyncio.run(committer.commit(parsed, Envelope("jane@acme.test", ["support@example.com"])))
+            writer.submit(lambda s: probe.info("next job")).result(10)
+            assert structlog.contextvars.get_contextvars() == {}
+    finally:
+        writer.stop()
+    assert receipt.stored
+    (outcome,) = receipt.outcomes
+    assert outcome.action == "created" and outcome.case_number is not None
+    (line,) = _logged(entries, "mime parts over the limit, kept only in the raw message")
+    assert line["case"] == outcome.case_number
+    assert line["message_id"] == "scans@acme.test" and line["mailbox"] == "support@example.com"
+    (next_job,) = _logged(entries, "next job")
+    assert "case" not in next_job and "message_id" not in next_job
