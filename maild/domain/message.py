@@ -7,10 +7,8 @@ the raw store (a large mail is never held whole), or both once a parse worker ha
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,9 +95,7 @@ class ExtractedReply:
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """One parsed mail. Where its raw bytes are is `raw_mail`; `raw` and `raw_path` (read, or given
-    to the constructor and `dataclasses.replace`) are the older spelling of `raw_mail.data` and
-    `raw_mail.path`, kept while the adapters move to `raw_mail`."""
+    """One parsed mail: content only. Where its raw bytes are is `raw_mail`."""
 
     sha256: str
     message_id: str | None
@@ -134,16 +130,6 @@ class InboundMessage:
     omitted_parts: int = 0  # MIME parts past [protection] max_mime_parts: not attachments, only in the raw message
     raw_mail: RawMail = field(default=RawMail(), repr=False)
 
-    @property
-    def raw(self) -> bytes:
-        """Older spelling of raw_mail.data: the bytes in memory, b"" when only in a file."""
-        return self.raw_mail.data
-
-    @property
-    def raw_path(self) -> str | None:
-        """Older spelling of raw_mail.path: the file holding the bytes, or None."""
-        return self.raw_mail.path
-
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
         return values[0] if values else None
@@ -152,22 +138,3 @@ class InboundMessage:
         """The raw mail, read from the store if it was too large to keep in memory."""
         return self.raw_mail.read()
 
-
-def _taking_old_spelling(init: Callable[..., None]) -> Callable[..., None]:
-    """The constructor (and so `dataclasses.replace`) also takes `raw=` and `raw_path=`, setting
-    raw_mail's data or path, while the parse pool and receiver move to `raw_mail=RawMail(...)`.
-    Not InitVars: `replace` would carry their old values over a new `raw_mail`."""
-
-    @functools.wraps(init)
-    def __init__(self: InboundMessage, *args: object, raw: bytes | None = None, raw_path: str | None = None,
-                 **kwargs: object) -> None:
-        init(self, *args, **kwargs)
-        if raw is not None or raw_path is not None:
-            kept = self.raw_mail
-            object.__setattr__(self, "raw_mail", RawMail(data=kept.data if raw is None else raw,
-                                                         path=kept.path if raw_path is None else raw_path))
-
-    return __init__
-
-
-InboundMessage.__init__ = _taking_old_spelling(InboundMessage.__init__)  # type: ignore[method-assign]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from maild.config import MailboxConfig
 from maild.domain.message import InboundMessage
-from maild.domain.outcome import Outcome as Outcome  # re-export until tests/support/pipeline_desk moves
 from maild.ingest.parse import message_ids
 
 ORIGINAL_RECIPIENT_HEADERS = ("delivered-to", "x-original-to")

@@ -12,10 +12,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from maild.config import AgentConfig, Config, MailboxConfig, TeamConfig
-from maild.ingest.delivery import Outcome
+from maild.domain.outcome import Outcome
+from maild.ingest.committer import deliveries_for
 from maild.ingest.parse import parse_message
 from maild.ingest.pipeline import ingest_message
-from maild.ingest.receive import deliveries_for
 from maild.notify.outgoing import build_mail
 from maild.runtime import Runtime, build_runtime
 from maild.store.db import make_sessionmaker

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from maild.domain.message import RawMail
 from maild.ingest.parse import parse_message
 from maild.rules.authresults import (
     SenderAuthentication,
@@ -55,7 +56,7 @@ def test_a_large_mail_kept_on_disk_is_read_the_same(tmp_path: Path) -> None:
                lines=["Authentication-Results: mx.example.com; dkim=pass header.d=example.com"])
     path = tmp_path / "raw.eml"
     path.write_bytes(raw)
-    msg = dataclasses.replace(parse_message(raw), raw=b"", raw_path=str(path))
+    msg = dataclasses.replace(parse_message(raw), raw_mail=RawMail(path=str(path)))
     assert sender_authentication(msg, TRUSTED).passed == ("dkim",)
 
 
