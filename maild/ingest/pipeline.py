@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from maild.casework import apply_rules, change_case, update_case
 from maild.config import AgentConfig
-from maild.domain.message import InboundMessage
+from maild.domain.message import ExtractedReply, InboundMessage
 from maild.domain.outcome import Outcome, Quarantined
 from maild.domain.stages import REOPENING_STAGES
 from maild.ingest.bounces import ingest_bounce
@@ -134,6 +134,11 @@ def stored_before(session: Session, msg: InboundMessage, mailbox: str, key: str)
         log.warning("Message-ID reused by a different mail, stored as a mail of its own", message_id=msg.message_id,
                     mailbox=mailbox, sender=sender, earlier_senders=sorted({r[1] for r in rows}))
     return None
+
+
+def reply_of(msg: InboundMessage) -> ExtractedReply:
+    """The mail's new text: worked out by the parse; a mail made without it is split here."""
+    return msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html, flattened=True)
 
 
 def ingest_message(session: Session, msg: InboundMessage, delivery: Delivery, rt: Runtime, *,
@@ -268,7 +273,7 @@ def _auto_reply(session: Session, msg: InboundMessage, stored: Message, match: M
     about a robot's mail is how loops between two out-of-office replies start. One that answers
     no case opens none: it is stored, and the adapter's log line says why."""
     now = rt.clock()
-    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
+    reply = reply_of(msg)
     text = reply.text if reply.text.strip() else msg.text
     case = session.get(Case, match.case_number) if match.case_number is not None else None
     if case is None:
@@ -400,7 +405,7 @@ def _customer_mail(session: Session, msg: InboundMessage, stored: Message, case:
         case_store.add_participant(session, case, sender)  # they were in the conversation (SPEC §4) ...
     elif takes_part and rt.config.contacts.cc_participants:
         _add_cc_participants(session, msg, case, sender.email, rt)  # ... but only participants bring others
-    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
+    reply = reply_of(msg)
     body = reply.text if reply.text.strip() else msg.text
     post = _add_post(session, msg, stored, case, sender.email, "customer", "public", body, rt)
     _note_omitted_parts(session, msg, stored, case, rt)
@@ -521,7 +526,7 @@ def _agent_mail(session: Session, msg: InboundMessage, stored: Message, case: Ca
     _bind_case(case.number)
     stored.matched_by = match.rule
     insert_row(session, stored)
-    reply = msg.reply if msg.reply is not None else extract_reply(msg.text, msg.html)
+    reply = reply_of(msg)
     if classification.kind == "normal":
         parsed = parse_reply_commands(reply.text)
     else:  # an agent's out-of-office must neither run commands nor answer the customer

@@ -110,16 +110,18 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def extract_reply(text: str, html: str | None = None) -> ExtractedReply:
+def extract_reply(text: str, html: str | None = None, *, flattened: bool = False) -> ExtractedReply:
     """Split a mail body into new text, quoted history and signature.
 
     The plain-text part is preferred; the HTML part is used when there is no text, or when
-    the text is only the HTML laid flat (parse.py fills `text` of an HTML-only mail with
-    `html_to_text`), because the HTML still shows where the quote begins.
+    the text is only the HTML laid flat, because the HTML still shows where the quote begins.
+    `flattened`: `text` may be such (an InboundMessage's `text` of an HTML-only mail); only
+    then is the HTML laid flat once more to compare. The parse passes the text parts alone,
+    so the mail's path pays no second pass over its HTML.
     """
     body = _normalize(text or "")
     html_quoted = ""
-    if html and (not body.strip() or _flattened_from(body, html)):
+    if html and (not body.strip() or (flattened and _flattened_from(body, html))):
         body, html_quoted = _split_html(_normalize(html))
     lines = body.split("\n")
     kinds = _classify(lines)

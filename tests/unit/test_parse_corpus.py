@@ -387,9 +387,11 @@ def test_raw_8bit_bytes_in_a_header_never_crash(header: str) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in EML_DIR.glob("*.eml")))
 def test_reply_and_safe_html_come_with_the_parse(name: str) -> None:
     """Worked out in the parse worker; the pipeline takes them as they are."""
+    import dataclasses
+
+    from maild.ingest.pipeline import reply_of
     from maild.ingest.sanitize import sanitize_html
-    from maild.threading.reply import extract_reply
 
     msg = parse_message(load(name, "\r\n"))
-    assert msg.reply == extract_reply(msg.text, msg.html)
+    assert msg.reply == reply_of(dataclasses.replace(msg, reply=None))  # what the pipeline would work out
     assert msg.safe_html == (sanitize_html(msg.html) if msg.html else None)

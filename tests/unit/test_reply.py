@@ -508,7 +508,7 @@ def test_html_only_reply_as_parse_hands_it_over() -> None:
         '<div>17.11.2021, 15:32, "Support" &lt;support@example.com&gt;:</div>'
         "<blockquote><div>Перезапустите службу печати.</div></blockquote>"
     )
-    r = extract_reply(html_to_text(html), html)
+    r = extract_reply(html_to_text(html), html, flattened=True)
     assert r.text == "Добрый день,\n\nвсё работает."
     assert "Перезапустите службу печати." in r.quoted
     assert "\ue000" not in r.quoted + r.text + r.signature
